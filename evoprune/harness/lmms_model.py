@@ -1,0 +1,111 @@
+"""The harness's lmms-eval model: LLaVA through `pipeline.generate`, one sample at a time.
+
+Unlike lmms-eval's stock ``llava_hf`` wrapper, a failing sample is never turned into a silent
+empty answer: its exception is recorded as a `SampleRecord` error (with the reason), the answer
+lmms-eval scores is the visible marker `ERROR_ANSWER` (scored wrong), and the runner counts it
+and exits non-zero. Only ``generate_until`` tasks with one image per sample are supported, which
+covers every image benchmark of the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from PIL import Image
+from tqdm import tqdm
+
+from evoprune.harness.models import LoadedModel
+from evoprune.harness.pipeline import generate
+from evoprune.harness.pruning import Pruner
+
+ERROR_ANSWER = "[sample error: see samples.jsonl]"
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class SampleRecord:
+    """What the model side knows about one request; the runner joins it with lmms-eval's scores."""
+
+    task: str
+    doc_id: int
+    prompt: str
+    answer: str | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    visual_tokens_before: int | None = None
+    visual_tokens_after: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _single_image(visuals) -> Image.Image:
+    images = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
+    if len(images) != 1 or not isinstance(images[0], Image.Image):
+        kinds = [type(v).__name__ for v in images]
+        raise ValueError(f"expected exactly one PIL image per sample, got {len(images)}: {kinds}")
+    return images[0]
+
+
+def _generation_limits(gen_kwargs: dict) -> tuple[int, list[str]]:
+    if gen_kwargs.get("do_sample"):
+        raise ValueError("do_sample=True requested, but this harness decodes greedily only")
+    until = gen_kwargs.get("until") or []
+    until = [until] if isinstance(until, str) else list(until)
+    return int(gen_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)), until
+
+
+class PrunedLlava(lmms):
+    """An lmms-eval model instance wrapping a loaded LLaVA and a pruner.
+
+    ``warmup`` untimed generations on the first request run before timing starts, so one-off
+    costs (CUDA context, kernel selection, allocator growth) do not land in the first sample.
+    """
+
+    def __init__(self, loaded: LoadedModel, pruner: Pruner, warmup: int = 1, progress: bool = True):
+        super().__init__()
+        self.loaded = loaded
+        self.pruner = pruner
+        self.warmup = warmup
+        self.progress = progress
+        self.records: list[SampleRecord] = []
+
+    def _answer(self, request: Instance) -> SampleRecord:
+        question, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+        record = SampleRecord(task=task, doc_id=int(doc_id), prompt=question)
+        try:
+            image = _single_image(doc_to_visual(self.task_dict[task][split][doc_id]))
+            max_new_tokens, until = _generation_limits(dict(gen_kwargs))
+            for _ in range(self.warmup):
+                generate(self.loaded, self.pruner, image, question, max_new_tokens, until)
+            self.warmup = 0
+            result = generate(self.loaded, self.pruner, image, question, max_new_tokens, until)
+        except Exception as err:  # recorded per sample, counted and reported by the runner
+            record.error = f"{type(err).__name__}: {err}"
+            record.answer = ERROR_ANSWER
+            return record
+        record.answer = result.text
+        record.times = result.times
+        record.visual_tokens_before = result.visual_tokens_before
+        record.visual_tokens_after = result.visual_tokens_after
+        return record
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        answers = []
+        errors = 0
+        bar = tqdm(requests, desc="samples", unit="sample", disable=not self.progress, dynamic_ncols=True)
+        for request in bar:
+            record = self._answer(request)
+            self.records.append(record)
+            errors += record.error is not None
+            bar.set_postfix(errors=errors)
+            answers.append(record.answer)
+        return answers
+
+    def loglikelihood(self, requests):
+        raise TypeError("PrunedLlava answers generate_until tasks only; this task asks for loglikelihood")
+
+    def generate_until_multi_round(self, requests):
+        raise TypeError("PrunedLlava answers single-round generate_until tasks only; this task is multi-round")

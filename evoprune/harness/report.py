@@ -1,0 +1,82 @@
+"""Latency summaries and the one-screen run summary.
+
+The paper's latency columns group the stages: pre-LLM = vision encoder + post-encoder pruning +
+projector (CPU image preprocessing is left out: no pruner changes it), LLM = prefill + decode,
+overall = the whole sample, preprocessing included. Medians are over samples without errors.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from evoprune.harness.timing import STAGES
+
+GROUPS = {
+    "pre_llm": ("vision_encoder", "pruning", "projector"),
+    "llm": ("prefill", "decode"),
+}
+SUMMARY_KEYS = (*STAGES, "ttft", "total", *GROUPS)
+
+
+def _with_groups(times: dict[str, float]) -> dict[str, float]:
+    grouped = dict(times)
+    for group, stages in GROUPS.items():
+        grouped[group] = sum(times[stage] for stage in stages)
+    return grouped
+
+
+def latency_summary(records: list[dict]) -> dict:
+    """Median seconds per stage and group over timed records, overall and per task."""
+
+    def medians(rows):
+        timed = [_with_groups(row["times"]) for row in rows if row["error"] is None]
+        if not timed:
+            return {"samples": 0}
+        result = {key: statistics.median(t[key] for t in timed) for key in SUMMARY_KEYS}
+        result["samples"] = len(timed)
+        result["visual_tokens_after"] = statistics.median(r["visual_tokens_after"] for r in rows if r["error"] is None)
+        return result
+
+    tasks = sorted({row["task"] for row in records})
+    return {
+        "unit": "seconds (median per sample)",
+        "overall": medians(records),
+        "per_task": {task: medians([r for r in records if r["task"] == task]) for task in tasks},
+    }
+
+
+def relative_latency(summary: dict, native: dict) -> dict[str, float]:
+    """This run's overall medians divided by the native run's, per stage and group."""
+    ours, base = summary["overall"], native["overall"]
+    return {key: ours[key] / base[key] for key in SUMMARY_KEYS if key in ours and base.get(key)}
+
+
+def _format_metric(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_summary(title: str, metrics: dict, latency: dict, relative: dict | None) -> str:
+    """A plain-text table: per-task scores and errors, then per-stage latency."""
+    lines = [title, "", f"{'task':<18} {'samples':>7} {'errors':>6}  metrics"]
+    for task, entry in metrics["tasks"].items():
+        shown = ", ".join(f"{name}={_format_metric(v)}" for name, v in entry["metrics"].items())
+        lines.append(f"{task:<18} {entry['samples']:>7} {entry['errors']:>6}  {shown}")
+    lines.append(f"{'all':<18} {metrics['samples']:>7} {metrics['errors']:>6}")
+    overall = latency["overall"]
+    lines += ["", f"latency over {overall['samples']} timed samples (median ms per sample)"]
+    header = f"{'stage':<16} {'ms':>10}"
+    lines.append(header + (f" {'vs native':>10}" if relative else ""))
+    for key in SUMMARY_KEYS:
+        if key not in overall:
+            continue
+        row = f"{key:<16} {overall[key] * 1000:>10.2f}"
+        if relative and key in relative:
+            row += f" {relative[key]:>9.2f}x"
+        lines.append(row)
+    if "visual_tokens_after" in overall:
+        lines.append(f"{'visual tokens':<16} {overall['visual_tokens_after']:>10g}")
+    if relative is None:
+        lines.append("(no native run of this model and benchmark found: run pruner=none budget=null for ratios)")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""One run: check config → load tasks → load model → evaluate through lmms-eval → write results.
+
+Everything that can fail on bad input (config values, missing datasets, missing weights) fails in
+that order, before the next heavier step starts. Evaluation goes through lmms-eval's Python API
+(`simple_evaluate` with a model instance) because its CLI exits 0 when evaluation fails.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from evoprune.harness.lmms_model import PrunedLlava
+from evoprune.harness.models import load_model, resolve_device, resolve_dtype
+from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
+from evoprune.harness.pruning import build_pruner
+from evoprune.harness.report import latency_summary, relative_latency, render_summary
+from evoprune.harness.settings import ConfigError, check_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NATIVE_RUN = "none-all"
+
+
+def run_name(cfg) -> str:
+    """``<pruner>-<budget|all>``, the run's folder name."""
+    return f"{cfg.pruner.name}-{'all' if cfg.budget is None else cfg.budget}"
+
+
+def run_dir(cfg) -> Path:
+    root = Path(cfg.output_dir)
+    root = root if root.is_absolute() else REPO_ROOT / root
+    return root / cfg.model.name / cfg.benchmark.name / run_name(cfg)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_tasks(benchmark_cfg) -> dict:
+    """lmms-eval task objects for the benchmark (datasets loaded now, before the model)."""
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    include_path = benchmark_cfg.include_path
+    if include_path is not None:
+        include_path = str(REPO_ROOT / include_path)
+    if benchmark_cfg.synthetic_data:
+        from evoprune.harness.smoke_data import ensure_smoke_data
+
+        ensure_smoke_data()
+    manager = TaskManager(include_path=include_path)
+    names = list(benchmark_cfg.tasks)
+    unknown = [name for name in names if name not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(f"benchmark.tasks has unknown lmms-eval task(s) {unknown}; include_path={include_path}")
+    try:
+        return get_task_dict(names, manager)
+    except Exception as err:
+        raise RuntimeError(
+            f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: {err}\n"
+            "The real benchmarks come from the Hugging Face Hub: on a machine without Hub access, "
+            "populate the datasets cache (HF_HOME / HF_DATASETS_CACHE) first, or run benchmark=smoke_image."
+        ) from err
+
+
+def join_records(model_records, logged_samples: dict[str, list[dict]]) -> list[dict]:
+    """Per-sample rows: the model's record plus lmms-eval's target and per-sample scores."""
+    logged = {(task, int(s["doc_id"])): s for task, samples in logged_samples.items() for s in samples}
+    rows = []
+    for record in model_records:
+        row = record.to_dict()
+        sample = logged.get((record.task, record.doc_id), {})
+        row["target"] = sample.get("target")
+        metric_names = sample.get("metrics") or []
+        row["score"] = {name: sample[name] for name in metric_names if name in sample}
+        rows.append(row)
+    return rows
+
+
+def _strip_filter(key: str) -> str:
+    return key.split(",", 1)[0]
+
+
+def task_metrics(results: dict, rows: list[dict]) -> dict:
+    """Per-task lmms-eval metrics (stderr dropped) with sample and error counts."""
+    tasks = {}
+    for task, values in results["results"].items():
+        task_rows = [row for row in rows if row["task"] == task]
+        metrics = {
+            _strip_filter(key): value
+            for key, value in values.items()
+            if key != "alias" and "_stderr" not in key and not key.startswith("sample")
+        }
+        tasks[task] = {
+            "metrics": metrics,
+            "samples": len(task_rows),
+            "errors": sum(row["error"] is not None for row in task_rows),
+        }
+    errors = sum(row["error"] is not None for row in rows)
+    return {
+        "tasks": tasks,
+        "samples": len(rows),
+        "errors": errors,
+        "note": "samples with errors are scored wrong by lmms-eval; their reasons are in samples.jsonl",
+    }
+
+
+def _native_comparison(cfg, latency_meta: dict) -> tuple[dict | None, str | None]:
+    """The native run's latency, when one exists for the same model, benchmark, device and limit."""
+    if run_name(cfg) == NATIVE_RUN:
+        return None, "this is the native run"
+    path = run_dir(cfg).parent / NATIVE_RUN / "latency.json"
+    if not path.exists():
+        return None, f"no native run at {path}"
+    native = json.loads(path.read_text())
+    mismatched = [k for k in ("device", "dtype", "limit") if native["meta"].get(k) != latency_meta[k]]
+    if mismatched:
+        return None, f"native run at {path} differs in {mismatched}: not comparable"
+    return native, None
+
+
+def evaluate(cfg) -> int:
+    """Run the composed config; return the process exit code (1 when any sample failed)."""
+    check_config(cfg)
+    task_dict = load_tasks(cfg.benchmark)
+    _seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    loaded = load_model(cfg.model, device, dtype, cfg.seed)
+    if loaded.num_visual_tokens != cfg.model.num_visual_tokens:
+        raise ConfigError(
+            f"model.num_visual_tokens={cfg.model.num_visual_tokens} but the loaded model feeds "
+            f"{loaded.num_visual_tokens} visual tokens per image; fix configs/model/{cfg.model.name}.yaml"
+        )
+    pruner = build_pruner(cfg.pruner, cfg.budget)
+    pruner.attach(loaded.model)
+    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress)
+    from lmms_eval.evaluator import simple_evaluate
+
+    try:
+        results = simple_evaluate(
+            model=lm,
+            tasks=list(task_dict.values()),
+            limit=cfg.limit,
+            log_samples=True,
+            random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed,
+            fewshot_random_seed=cfg.seed,
+            verbosity="WARNING",
+        )
+    finally:
+        pruner.detach(loaded.model)
+    if results is None:
+        raise RuntimeError("lmms-eval returned no results")
+
+    rows = join_records(lm.records, results["samples"])
+    metrics = task_metrics(results, rows)
+    latency = latency_summary(rows)
+    latency["meta"] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "limit": cfg.limit,
+        "model": cfg.model.name,
+        "pruner": cfg.pruner.name,
+        "budget": cfg.budget,
+    }
+    native, why_not = _native_comparison(cfg, latency["meta"])
+    latency["relative_to_native"] = relative_latency(latency, native) if native else None
+    latency["relative_note"] = why_not
+    title = f"{cfg.model.name} | {cfg.benchmark.name} | pruner={cfg.pruner.name} budget={cfg.budget} | {latency['meta']['device']}"
+    summary = render_summary(title, metrics, latency, latency["relative_to_native"])
+
+    target = run_dir(cfg)
+    with staged_directory(target) as staging:
+        write_text(staging / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_jsonl(staging / "samples.jsonl", rows)
+        write_json(staging / "metrics.json", metrics)
+        write_json(staging / "latency.json", latency)
+        write_text(staging / "summary.txt", summary + "\n")
+    print(summary)
+    print(f"\nresults: {target}")
+    if metrics["errors"]:
+        print(f"\n{metrics['errors']} of {metrics['samples']} samples failed; reasons in {target / 'samples.jsonl'}")
+        return 1
+    return 0
