@@ -1,10 +1,10 @@
 """Load a LLaVA model (`LlavaForConditionalGeneration`) with its tokenizer and image processor.
 
 Two sources, one result type:
-- ``kind: hf``: an HF model id or a local directory (e.g. ``llava-hf/llava-1.5-7b-hf``). Hub
-  downloads are not attempted when the weights are not already on disk and ``HF_HUB_OFFLINE`` is
-  set; any failure to load becomes a `ModelUnavailableError` naming the id and the
-  ``model.path=`` override.
+- ``kind: hf``: an HF model id or a local directory (e.g. ``llava-hf/llava-1.5-7b-hf``). The
+  weights must already be on disk (the directory, or the HF cache) unless ``download: true``; a
+  model that is not there, or fails to load, raises `ModelUnavailableError` at once, naming the
+  id and the ``model.path=`` override (no slow Hub retries on machines without Hub access).
 - ``kind: tiny``: a randomly initialised model built from config, seeded and deterministic, with
   the real CLIP-L/336 token grid (24x24 patches + CLS, 24 layers) and only the widths shrunk, a
   small Llama, and a byte-level tokenizer built locally. Its answers are noise; it exists so the
@@ -17,7 +17,6 @@ which pads to a square in the mean colour before resizing, as the original LLaVA
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,15 +181,28 @@ def _unavailable(model_cfg, reason: str) -> ModelUnavailableError:
         f"Cannot load model {model_cfg['name']!r} from {model_cfg['path']!r}: {reason}\n"
         f"Download the weights on a machine with Hugging Face Hub access "
         f"(`huggingface-cli download {model_cfg['path']}`) and point the run at them with "
-        f"`model.path=/local/dir/with/the/weights`, or set HF_HOME to a cache that holds them."
+        f"`model.path=/local/dir/with/the/weights` (or set HF_HOME to a cache that holds them); "
+        f"on a machine with Hub access, `model.download=true` fetches them."
     )
 
 
-def _load_hf(model_cfg, device: torch.device, dtype: torch.dtype):
+def locate_weights(model_cfg) -> str | None:
+    """Where an ``hf`` model's weights are read from; raises at once when they cannot be had.
+
+    None for ``tiny`` models (built, not read).
+    """
+    if model_cfg["kind"] != "hf":
+        return None
     source = _local_snapshot(model_cfg["path"])
-    if source is None and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise _unavailable(model_cfg, "not found on disk and HF_HUB_OFFLINE is set.")
-    source = source or model_cfg["path"]
+    if source is not None:
+        return source
+    if not model_cfg["download"]:
+        raise _unavailable(model_cfg, "it is not on disk (neither a directory nor in the HF cache) and model.download=false.")
+    return model_cfg["path"]
+
+
+def _load_hf(model_cfg, device: torch.device, dtype: torch.dtype):
+    source = locate_weights(model_cfg)
     from transformers import AutoTokenizer
 
     try:

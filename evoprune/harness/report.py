@@ -57,7 +57,7 @@ def _format_metric(value) -> str:
     return str(value)
 
 
-def render_summary(title: str, metrics: dict, latency: dict, relative: dict | None) -> str:
+def render_summary(title: str, metrics: dict, latency: dict, relative: dict | None, relative_note: str | None) -> str:
     """A plain-text table: per-task scores and errors, then per-stage latency."""
     lines = [title, "", f"{'task':<18} {'samples':>7} {'errors':>6}  metrics"]
     for task, entry in metrics["tasks"].items():
@@ -78,5 +78,5 @@ def render_summary(title: str, metrics: dict, latency: dict, relative: dict | No
     if "visual_tokens_after" in overall:
         lines.append(f"{'visual tokens':<16} {overall['visual_tokens_after']:>10g}")
     if relative is None:
-        lines.append("(no native run of this model and benchmark found: run pruner=none budget=null for ratios)")
+        lines.append(f"(no ratios to native: {relative_note})")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from evoprune.harness.lmms_model import PrunedLlava
-from evoprune.harness.models import load_model, resolve_device, resolve_dtype
+from evoprune.harness.models import load_model, locate_weights, resolve_device, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
 from evoprune.harness.pruning import build_pruner
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
@@ -54,7 +55,9 @@ def load_tasks(benchmark_cfg) -> dict:
         from evoprune.harness.smoke_data import ensure_smoke_data
 
         ensure_smoke_data()
-    manager = TaskManager(include_path=include_path)
+    manager = TaskManager(
+        verbosity="WARNING", include_path=include_path, include_defaults=benchmark_cfg.lmms_eval_builtin_tasks
+    )
     names = list(benchmark_cfg.tasks)
     unknown = [name for name in names if name not in manager.all_tasks]
     if unknown:
@@ -69,16 +72,15 @@ def load_tasks(benchmark_cfg) -> dict:
         ) from err
 
 
-def join_records(model_records, logged_samples: dict[str, list[dict]]) -> list[dict]:
-    """Per-sample rows: the model's record plus lmms-eval's target and per-sample scores."""
+def join_records(model_records, logged_samples: dict[str, list[dict]], metric_names: dict[str, list[str]]) -> list[dict]:
+    """Per-sample rows: the model's record plus lmms-eval's target and per-sample metric values."""
     logged = {(task, int(s["doc_id"])): s for task, samples in logged_samples.items() for s in samples}
     rows = []
     for record in model_records:
         row = record.to_dict()
         sample = logged.get((record.task, record.doc_id), {})
         row["target"] = sample.get("target")
-        metric_names = sample.get("metrics") or []
-        row["score"] = {name: sample[name] for name in metric_names if name in sample}
+        row["score"] = {name: sample[name] for name in metric_names.get(record.task, []) if name in sample}
         rows.append(row)
     return rows
 
@@ -125,9 +127,19 @@ def _native_comparison(cfg, latency_meta: dict) -> tuple[dict | None, str | None
     return native, None
 
 
+def _quiet_lmms_eval(level: str) -> None:
+    """lmms-eval logs through loguru at DEBUG by default; keep the console to ``level`` and up."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=level)
+
+
 def evaluate(cfg) -> int:
     """Run the composed config; return the process exit code (1 when any sample failed)."""
     check_config(cfg)
+    _quiet_lmms_eval(cfg.log_level)
+    locate_weights(cfg.model)
     task_dict = load_tasks(cfg.benchmark)
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -153,14 +165,15 @@ def evaluate(cfg) -> int:
             numpy_random_seed=cfg.seed,
             torch_random_seed=cfg.seed,
             fewshot_random_seed=cfg.seed,
-            verbosity="WARNING",
+            verbosity=cfg.log_level,
         )
     finally:
         pruner.detach(loaded.model)
     if results is None:
         raise RuntimeError("lmms-eval returned no results")
 
-    rows = join_records(lm.records, results["samples"])
+    metric_names = {name: [m["metric"] for m in task.config.metric_list] for name, task in task_dict.items()}
+    rows = join_records(lm.records, results["samples"], metric_names)
     metrics = task_metrics(results, rows)
     latency = latency_summary(rows)
     latency["meta"] = {
@@ -175,7 +188,7 @@ def evaluate(cfg) -> int:
     latency["relative_to_native"] = relative_latency(latency, native) if native else None
     latency["relative_note"] = why_not
     title = f"{cfg.model.name} | {cfg.benchmark.name} | pruner={cfg.pruner.name} budget={cfg.budget} | {latency['meta']['device']}"
-    summary = render_summary(title, metrics, latency, latency["relative_to_native"])
+    summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
 
     target = run_dir(cfg)
     with staged_directory(target) as staging:

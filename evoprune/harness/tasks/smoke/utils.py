@@ -12,12 +12,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from lmms_eval.tasks._task_utils.vqa_eval_metric import EvalAIAnswerProcessor
+from lmms_eval.tasks.mme.utils import parse_pred_ans
 from loguru import logger
 from PIL import Image
 
 from evoprune.harness.mcq import parse_option_letter
-from lmms_eval.tasks._task_utils.vqa_eval_metric import EvalAIAnswerProcessor
-from lmms_eval.tasks.mme.utils import parse_pred_ans
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MCQ_SYS_PROMPT = "There are several options:"
@@ -88,7 +88,12 @@ def yesno_doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) 
 def yesno_process_results(doc: dict, results: list[str]) -> dict:
     """Scores with MME's own answer parser (yes / no / other)."""
     correct = parse_pred_ans(results[0]) == doc["answer"].lower().strip().replace(".", "")
-    record = {"question_id": doc["question_id"], "image": doc["image"], "category": doc["category"], "score": float(correct)}
+    record = {
+        "question_id": doc["question_id"],
+        "image": doc["image"],
+        "category": doc["category"],
+        "score": float(correct),
+    }
     return {"mme_perception_score": record}
 
 
