@@ -212,7 +212,7 @@ def test_summary_without_judge():
     assert summarize_results(results, NO_JUDGE) == {
         "mmvet": {"status": NO_JUDGE_MMVET},
         "mmbench_en_dev": {"accuracy": 62.5, "needs_judge": 3, "judge": NO_JUDGE_MMBENCH},
-        "vqav2_val": {"exact_match": 0.78, "exact_match_stderr": "N/A"},
+        "vqav2_val": {"exact_match": 0.78},
     }
 
 

@@ -146,8 +146,8 @@ def plan_tasks(task_names: Iterable[str], judge: JudgeConfig) -> JudgePlan:
     loads dict configs as simple (non-chat) tasks whatever the model is, so the model must have
     ``is_simple = True``; ``env`` selects lmms-eval's offline "dummy" judge so MM-Vet can load.
     Judge: ``tasks`` are the names unchanged and ``env`` holds the variables lmms-eval reads.
-    Either way lmms-eval reads ``env`` while loading the tasks inside ``simple_evaluate``, so
-    call it within ``plan.environment()``.
+    Either way lmms-eval reads ``env`` when it loads the tasks (``get_task_dict``, or
+    ``simple_evaluate`` given names/dicts), so load them within ``plan.environment()``.
     """
     names = tuple(task_names)
     if not judge.configured:
@@ -265,8 +265,8 @@ def mmbench_needs_judge(records: list[dict[str, Any]]) -> int:
 def summarize_results(results: Mapping[str, Any], judge: JudgeConfig) -> dict[str, dict[str, Any]]:
     """Per-task metric entries from ``simple_evaluate``'s return value (run with log_samples=True).
 
-    Metric keys lose lmms-eval's ``,none`` filter suffix; ``alias`` and null metrics (MMBench's
-    ``submission``) are dropped.
+    Metric keys lose lmms-eval's ``,none`` filter suffix; ``alias``, standard errors and null
+    metrics (MMBench's ``submission``) are dropped.
     """
     return {name: _entry(name, metrics, results, judge) for name, metrics in results["results"].items()}
 
@@ -291,5 +291,5 @@ def _entry(
     return {
         key.removesuffix(",none"): value
         for key, value in metrics.items()
-        if key != "alias" and value is not None
+        if key != "alias" and "_stderr" not in key and value is not None
     }

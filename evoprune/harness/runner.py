@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from evoprune.harness.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.lmms_model import PrunedLlava
 from evoprune.harness.models import load_model, locate_weights, resolve_device, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
@@ -44,8 +45,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_tasks(benchmark_cfg) -> dict:
-    """lmms-eval task objects for the benchmark (datasets loaded now, before the model)."""
+def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
+    """lmms-eval task objects for the benchmark (datasets loaded now, before the model).
+
+    The judge plan decides how judged tasks are built and sets the env vars lmms-eval reads
+    while it loads them.
+    """
     from lmms_eval.tasks import TaskManager, get_task_dict
 
     include_path = benchmark_cfg.include_path
@@ -63,7 +68,8 @@ def load_tasks(benchmark_cfg) -> dict:
     if unknown:
         raise ConfigError(f"benchmark.tasks has unknown lmms-eval task(s) {unknown}; include_path={include_path}")
     try:
-        return get_task_dict(names, manager)
+        with plan.environment():
+            return get_task_dict(plan.tasks, manager)
     except Exception as err:
         raise RuntimeError(
             f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: {err}\n"
@@ -85,25 +91,18 @@ def join_records(model_records, logged_samples: dict[str, list[dict]], metric_na
     return rows
 
 
-def _strip_filter(key: str) -> str:
-    return key.split(",", 1)[0]
-
-
-def task_metrics(results: dict, rows: list[dict]) -> dict:
-    """Per-task lmms-eval metrics (stderr dropped) with sample and error counts."""
+def task_metrics(results: dict, rows: list[dict], plan: JudgePlan) -> dict:
+    """Per-task metrics (judge policy applied) with sample and error counts."""
     tasks = {}
-    for task, values in results["results"].items():
+    for task, metrics in summarize_results(results, plan.judge).items():
         task_rows = [row for row in rows if row["task"] == task]
-        metrics = {
-            _strip_filter(key): value
-            for key, value in values.items()
-            if key != "alias" and "_stderr" not in key and not key.startswith("sample")
-        }
         tasks[task] = {
             "metrics": metrics,
             "samples": len(task_rows),
             "errors": sum(row["error"] is not None for row in task_rows),
         }
+        if task in plan.notes:
+            tasks[task]["note"] = plan.notes[task]
     errors = sum(row["error"] is not None for row in rows)
     return {
         "tasks": tasks,
@@ -140,7 +139,8 @@ def evaluate(cfg) -> int:
     check_config(cfg)
     _quiet_lmms_eval(cfg.log_level)
     locate_weights(cfg.model)
-    task_dict = load_tasks(cfg.benchmark)
+    plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
+    task_dict = load_tasks(cfg.benchmark, plan)
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -174,7 +174,7 @@ def evaluate(cfg) -> int:
 
     metric_names = {name: [m["metric"] for m in task.config.metric_list] for name, task in task_dict.items()}
     rows = join_records(lm.records, results["samples"], metric_names)
-    metrics = task_metrics(results, rows)
+    metrics = task_metrics(results, rows, plan)
     latency = latency_summary(rows)
     latency["meta"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -8,6 +8,7 @@ lmms-eval loads this file by path, so it imports the harness with absolute impor
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -99,19 +100,21 @@ def yesno_process_results(doc: dict, results: list[str]) -> dict:
 
 def yesno_aggregate(results: list[dict]) -> float:
     """MME score: per category, acc (% of questions right) + acc+ (% of images with both
-    questions right); summed over categories. Raises if an image lacks one of its two
-    questions (MME asserts the same), e.g. after an odd ``--limit``."""
+    questions right); summed over categories. Images with only one of their two questions
+    (after a ``limit`` that splits a pair) are left out with a warning; NaN if none is whole."""
     pairs = defaultdict(lambda: defaultdict(list))
     for record in results:
         pairs[record["category"]][record["image"]].append(record["score"])
-    total = 0.0
+    total = math.nan
     for category, images in sorted(pairs.items()):
-        incomplete = [image for image, scores in images.items() if len(scores) != 2]
-        if incomplete:
-            raise ValueError(f"MME-style scoring needs both questions per image; incomplete: {incomplete}")
-        score = statistics.mean(100.0 * sum(s) / 2 + 100.0 * (sum(s) == 2) for s in images.values())
+        complete = [scores for scores in images.values() if len(scores) == 2]
+        if len(complete) < len(images):
+            logger.warning(f"smoke_yesno {category}: {len(images) - len(complete)} image(s) lack one of their two questions; left out")
+        if not complete:
+            continue
+        score = statistics.mean(100.0 * sum(s) / 2 + 100.0 * (sum(s) == 2) for s in complete)
         logger.info(f"smoke_yesno {category}: {score:.2f}")
-        total += score
+        total = score if math.isnan(total) else total + score
     return total
 
 

@@ -1,0 +1,27 @@
+"""Shared fixtures: Hydra composition of the project's configs, and the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = str(REPO_ROOT / "configs")
+
+
+def compose_config(*overrides: str):
+    """The config `python run.py <overrides>` would run with."""
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    """The default tiny LLaVA on CPU in float32 (built once per session)."""
+    from evoprune.harness.models import load_model
+
+    cfg = compose_config()
+    return load_model(cfg.model, torch.device("cpu"), torch.float32, seed=cfg.seed)

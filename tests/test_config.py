@@ -1,0 +1,103 @@
+"""Config composition and the checks that run before any model or data is loaded."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, compose_config
+from evoprune.harness import runner
+from evoprune.harness.settings import ConfigError, check_budget, check_config
+
+
+def run_py(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def test_default_composition():
+    cfg = compose_config()
+    assert cfg.model.name == "tiny_llava"
+    assert cfg.pruner.name == "none"
+    assert cfg.benchmark.name == "smoke_image"
+    assert cfg.budget is None and cfg.limit is None
+    assert cfg.device == "auto" and cfg.dtype == "auto"
+    assert cfg.benchmark.tasks == ["smoke_vqa", "smoke_yesno", "smoke_mcq"]
+
+
+def test_real_model_and_image_suite_compose():
+    cfg = compose_config("model=llava15_7b", "benchmark=image")
+    assert cfg.model.path == "llava-hf/llava-1.5-7b-hf"
+    assert cfg.model.num_visual_tokens == 576
+    assert list(cfg.benchmark.tasks) == ["vqav2_val", "mme", "mmbench_en_dev", "mmbench_cn_dev", "mmvet"]
+
+
+def test_cfg_job_prints_composed_config():
+    result = run_py("--cfg", "job", "budget=null", "limit=3")
+    assert result.returncode == 0, result.stderr
+    assert "name: tiny_llava" in result.stdout and "limit: 3" in result.stdout
+
+
+@pytest.mark.parametrize("group, choice, listed", [("model", "nope", "tiny_llava"), ("pruner", "nope", "none"), ("benchmark", "nope", "smoke_image")])
+def test_unknown_group_choice_lists_the_options(group, choice, listed):
+    result = run_py(f"{group}={choice}")
+    assert result.returncode != 0
+    assert f"Could not find '{group}/{choice}'" in result.stderr
+    assert listed in result.stderr
+
+
+@pytest.mark.parametrize("budget", [0, -3, 577, 3.5, "32", True])
+def test_bad_budget_names_field_and_range(budget):
+    with pytest.raises(ConfigError, match=r"budget=.*(\[1, 576\])"):
+        check_budget(budget, 576, "some_pruner")
+
+
+def test_budget_without_pruner_is_refused():
+    with pytest.raises(ConfigError, match="budget=32 needs a pruner"):
+        check_budget(32, 576, "none")
+
+
+def test_valid_budgets_pass():
+    check_budget(None, 576, "none")
+    for budget in (1, 32, 576):
+        check_budget(budget, 576, "some_pruner")
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5])
+def test_bad_limit(limit):
+    cfg = compose_config(f"limit={limit}")
+    with pytest.raises(ConfigError, match="limit="):
+        check_config(cfg)
+
+
+def test_bad_budget_fails_before_tasks_or_model_load(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("heavy work started before the config was checked")
+
+    monkeypatch.setattr(runner, "load_tasks", forbidden)
+    monkeypatch.setattr(runner, "load_model", forbidden)
+    with pytest.raises(ConfigError, match="budget"):
+        runner.evaluate(compose_config("budget=600"))
+
+
+def test_run_py_bad_budget_exits_nonzero_with_message():
+    result = run_py("budget=abc")
+    assert result.returncode == 2
+    assert "budget='abc' is not an integer" in result.stderr
+
+
+def test_real_model_without_weights_fails_at_once_naming_override(tmp_path):
+    empty_cache = tmp_path / "hf"
+    result = run_py("model=llava15_7b", f"output_dir={tmp_path / 'runs'}", env={"HF_HOME": str(empty_cache)})
+    assert result.returncode == 2
+    assert "llava-hf/llava-1.5-7b-hf" in result.stderr
+    assert "model.path=" in result.stderr
+    assert "samples" not in result.stderr  # no evaluation started
+    assert not (tmp_path / "runs").exists()
