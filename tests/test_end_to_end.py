@@ -1,0 +1,104 @@
+"""`python run.py` on the smoke suite with the tiny model, as a user runs it."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO_ROOT
+from evoprune.harness.outputs import write_json
+from evoprune.harness.runner import _native_comparison
+from evoprune.harness.smoke_data import ensure_smoke_data
+from evoprune.harness.timing import STAGES
+
+RUN_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt"}
+SAMPLE_FIELDS = {"task", "doc_id", "prompt", "answer", "target", "score", "times", "visual_tokens_before", "visual_tokens_after", "error"}
+
+
+def run_py(*args):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = run_py(f"output_dir={out}")
+    return result, out / "tiny_llava" / "smoke_image" / "none-all"
+
+
+def test_default_run_succeeds_and_prints_summary(default_run):
+    result, run = default_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in (*STAGES, "ttft", "total", "pre_llm", "llm"):
+        assert f"\n{stage} " in result.stdout
+    for task in ("smoke_vqa", "smoke_yesno", "smoke_mcq"):
+        assert task in result.stdout
+    assert "samples: 100%" in result.stderr  # the progress bar
+    assert set(p.name for p in run.iterdir()) == RUN_FILES
+
+
+def test_default_run_files_hold_every_sample(default_run):
+    _, run = default_run
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 108
+    assert all(set(row) == SAMPLE_FIELDS for row in rows)
+    assert all(row["error"] is None and row["visual_tokens_after"] == 576 for row in rows)
+    assert all(set(row["times"]) == {*STAGES, "ttft", "total"} for row in rows)
+    assert {row["task"] for row in rows} == {"smoke_vqa", "smoke_yesno", "smoke_mcq"}
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["errors"] == 0 and metrics["samples"] == 108
+    assert set(metrics["tasks"]["smoke_mcq"]["metrics"]) == {"accuracy", "needs_judge"}
+    assert "exact_match" in metrics["tasks"]["smoke_vqa"]["metrics"]
+
+    latency = json.loads((run / "latency.json").read_text())
+    assert latency["overall"]["samples"] == 108
+    assert latency["meta"]["device"] == "cpu" and latency["relative_note"] == "this is the native run"
+    config = OmegaConf.load(run / "config.yaml")
+    assert config.model.name == "tiny_llava" and config.budget is None
+
+
+def test_unreadable_image_is_an_error_not_an_answer(tmp_path):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(ensure_smoke_data().parent, tasks)
+    (tasks / "data" / "images" / "scene_000.png").write_bytes(b"\x89PNG broken")
+    result = run_py(
+        f"output_dir={tmp_path / 'runs'}",
+        f"benchmark.include_path={tasks}",
+        "benchmark.synthetic_data=false",
+        "limit=2",
+        "warmup=0",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny_llava" / "smoke_image" / "none-all"
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    failed = [row for row in rows if row["error"]]
+    assert failed and all("scene_000.png" in row["error"] for row in failed)
+    assert len(failed) < len(rows)  # the rest ran
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["errors"] == len(failed)
+    assert f"{len(failed)} of {len(rows)} samples failed" in result.stdout
+
+
+def _latency_meta(**overrides):
+    return {"device": "cpu", "dtype": "float32", "limit": None, **overrides}
+
+
+def test_ratios_only_against_a_comparable_native_run(tmp_path):
+    cfg = OmegaConf.create(
+        {"output_dir": str(tmp_path), "model": {"name": "m"}, "benchmark": {"name": "b"}, "pruner": {"name": "p"}, "budget": 32}
+    )
+    native_file = tmp_path / "m" / "b" / "none-all" / "latency.json"
+    native, why = _native_comparison(cfg, _latency_meta())
+    assert native is None and "no native run" in why
+
+    write_json(native_file, {"meta": _latency_meta(device="NVIDIA H100"), "overall": {"total": 1.0}})
+    native, why = _native_comparison(cfg, _latency_meta())
+    assert native is None and "['device']" in why
+
+    write_json(native_file, {"meta": _latency_meta(), "overall": {"total": 1.0}})
+    native, why = _native_comparison(cfg, _latency_meta())
+    assert why is None and native["overall"]["total"] == 1.0
