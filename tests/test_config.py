@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT, compose_config
+
 from evoprune.harness import runner
 from evoprune.harness.settings import ConfigError, check_budget, check_config
 
@@ -45,7 +45,10 @@ def test_cfg_job_prints_composed_config():
     assert "name: tiny_llava" in result.stdout and "limit: 3" in result.stdout
 
 
-@pytest.mark.parametrize("group, choice, listed", [("model", "nope", "tiny_llava"), ("pruner", "nope", "none"), ("benchmark", "nope", "smoke_image")])
+@pytest.mark.parametrize(
+    "group, choice, listed",
+    [("model", "nope", "tiny_llava"), ("pruner", "nope", "none"), ("benchmark", "nope", "smoke_image")],
+)
 def test_unknown_group_choice_lists_the_options(group, choice, listed):
     result = run_py(f"{group}={choice}")
     assert result.returncode != 0

@@ -6,16 +6,27 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT
 from evoprune.harness.outputs import write_json
 from evoprune.harness.runner import _native_comparison
 from evoprune.harness.smoke_data import ensure_smoke_data
 from evoprune.harness.timing import STAGES
 
 RUN_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt"}
-SAMPLE_FIELDS = {"task", "doc_id", "prompt", "answer", "target", "score", "times", "visual_tokens_before", "visual_tokens_after", "error"}
+SAMPLE_FIELDS = {
+    "task",
+    "doc_id",
+    "prompt",
+    "answer",
+    "target",
+    "score",
+    "times",
+    "visual_tokens_before",
+    "visual_tokens_after",
+    "error",
+}
 
 
 def run_py(*args):
@@ -89,7 +100,13 @@ def _latency_meta(**overrides):
 
 def test_ratios_only_against_a_comparable_native_run(tmp_path):
     cfg = OmegaConf.create(
-        {"output_dir": str(tmp_path), "model": {"name": "m"}, "benchmark": {"name": "b"}, "pruner": {"name": "p"}, "budget": 32}
+        {
+            "output_dir": str(tmp_path),
+            "model": {"name": "m"},
+            "benchmark": {"name": "b"},
+            "pruner": {"name": "p"},
+            "budget": 32,
+        }
     )
     native_file = tmp_path / "m" / "b" / "none-all" / "latency.json"
     native, why = _native_comparison(cfg, _latency_meta())

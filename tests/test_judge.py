@@ -72,9 +72,7 @@ def mmbench_records() -> list[dict]:
 def test_resolve_falls_back_to_lmms_eval_env_vars():
     env = {"OPENAI_API_KEY": "sk-env", "OPENAI_API_URL": "https://proxy/v1", "MODEL_VERSION": "gpt-4-0613"}
     judge = JudgeConfig.resolve({"api_key": None}, environ=env)
-    assert judge == JudgeConfig(
-        api_type="openai", api_url="https://proxy/v1", api_key="sk-env", model="gpt-4-0613"
-    )
+    assert judge == JudgeConfig(api_type="openai", api_url="https://proxy/v1", api_key="sk-env", model="gpt-4-0613")
     assert judge.configured
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import compose_config
 from PIL import Image
 
-from conftest import compose_config
 from evoprune.harness.models import build_byte_tokenizer, build_tiny_llava, resolve_dtype
 from evoprune.harness.pipeline import _input_ids_with_image_run, build_prompt, generate
 from evoprune.harness.pruning import Pruner, VisualTokens
@@ -32,9 +32,10 @@ def test_tiny_model_is_seeded_and_deterministic():
     first, _ = build_tiny_llava(tiny, seed=0)
     second, _ = build_tiny_llava(tiny, seed=0)
     other, _ = build_tiny_llava(tiny, seed=1)
-    for (name, a), b, c in zip(first.state_dict().items(), second.state_dict().values(), other.state_dict().values()):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert not all(torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
+    pairs = zip(first.state_dict().values(), other.state_dict().values(), strict=True)
+    assert not all(torch.equal(a, c) for a, c in pairs)
 
 
 def test_tiny_model_has_the_real_token_grid(tiny_loaded):
@@ -72,7 +73,9 @@ def test_staged_generation_matches_hf_generate(tiny_loaded):
     ids = _input_ids_with_image_run(tiny_loaded, prompt, 576)[None]
     pixel_values = tiny_loaded.image_processor(_image(), return_tensors="pt").pixel_values
     with torch.no_grad():
-        reference = tiny_loaded.model.generate(input_ids=ids, pixel_values=pixel_values, max_new_tokens=10, do_sample=False)
+        reference = tiny_loaded.model.generate(
+            input_ids=ids, pixel_values=pixel_values, max_new_tokens=10, do_sample=False
+        )
     expected = tiny_loaded.tokenizer.decode(reference[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert result.text == expected
     assert result.prompt_tokens == ids.shape[1]

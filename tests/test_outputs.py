@@ -49,7 +49,14 @@ def test_completed_run_replaces_the_directory(tmp_path):
 
 
 def _row(task, total, error=None, tokens=576):
-    times = {"preprocess": 1.0, "vision_encoder": 2.0, "pruning": 0.5, "projector": 0.5, "prefill": 3.0, "decode": total - 7.0}
+    times = {
+        "preprocess": 1.0,
+        "vision_encoder": 2.0,
+        "pruning": 0.5,
+        "projector": 0.5,
+        "prefill": 3.0,
+        "decode": total - 7.0,
+    }
     times |= {"ttft": 7.0, "total": total}
     return {"task": task, "times": times if error is None else {}, "error": error, "visual_tokens_after": tokens}
 

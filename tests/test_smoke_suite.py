@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import math
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -57,7 +57,6 @@ def test_stale_data_is_regenerated_and_fresh_data_kept(tmp_path):
     assert (target / "marker").exists()
 
     (target / "manifest.json").write_text(json.dumps({**manifest, "seed": -1}))
-    (tmp_path / ".data-tmp-interrupted").mkdir()
     ensure_smoke_data(target_dir=target)
     assert not (target / "marker").exists()
     assert json.loads((target / "manifest.json").read_text()) == manifest
@@ -87,7 +86,7 @@ def test_doc_formats(data_dir):
     for doc in _docs(data_dir, "smoke_vqa"):
         assert [a["answer_id"] for a in doc["answers"]] == list(range(1, 11))
     yesno = _docs(data_dir, "smoke_yesno")
-    for yes, no in zip(yesno[::2], yesno[1::2]):
+    for yes, no in zip(yesno[::2], yesno[1::2], strict=True):
         assert (yes["answer"], no["answer"]) == ("Yes", "No")
         assert yes["image"] == no["image"] and yes["category"] == no["category"]
         assert yes["question"].endswith(" Please answer yes or no.")

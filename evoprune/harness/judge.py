@@ -82,9 +82,7 @@ class JudgeConfig:
         return bool(self.api_key)
 
     @classmethod
-    def resolve(
-        cls, section: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ
-    ) -> JudgeConfig:
+    def resolve(cls, section: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> JudgeConfig:
         """Build from a config section; a missing or null field falls back to lmms-eval's env var.
 
         Fallbacks: api_type <- API_TYPE, api_url <- OPENAI_API_URL, api_key <- OPENAI_API_KEY,
@@ -178,7 +176,8 @@ def _offline_notes(names: tuple[str, ...]) -> dict[str, str]:
     notes = {}
     if MMVET in names:
         notes[MMVET] = (
-            "answers generated and kept in the logged samples; not scored: MM-Vet needs a GPT judge and none is configured"
+            "answers generated and kept in the logged samples; "
+            "not scored: MM-Vet needs a GPT judge and none is configured"
         )
     for name in MMBENCH_TASKS:
         if name in names:
@@ -209,9 +208,7 @@ def _judge_env(judge: JudgeConfig, names: tuple[str, ...]) -> dict[str, str]:
 def _judge_notes(names: tuple[str, ...], judge: JudgeConfig) -> dict[str, str]:
     notes = {}
     if MMVET in names:
-        notes[MMVET] = (
-            f"scored by lmms-eval's GPT judge ({judge.model}); failed judge calls score 0 and are counted"
-        )
+        notes[MMVET] = f"scored by lmms-eval's GPT judge ({judge.model}); failed judge calls score 0 and are counted"
     for name in MMBENCH_TASKS:
         if name in names:
             notes[name] = (
@@ -271,9 +268,7 @@ def summarize_results(results: Mapping[str, Any], judge: JudgeConfig) -> dict[st
     return {name: _entry(name, metrics, results, judge) for name, metrics in results["results"].items()}
 
 
-def _entry(
-    name: str, metrics: Mapping[str, Any], results: Mapping[str, Any], judge: JudgeConfig
-) -> dict[str, Any]:
+def _entry(name: str, metrics: Mapping[str, Any], results: Mapping[str, Any], judge: JudgeConfig) -> dict[str, Any]:
     if name == MMVET and not judge.configured:
         return {"status": NO_JUDGE_MMVET}
     if name == MMVET:

@@ -197,7 +197,9 @@ def locate_weights(model_cfg) -> str | None:
     if source is not None:
         return source
     if not model_cfg["download"]:
-        raise _unavailable(model_cfg, "it is not on disk (neither a directory nor in the HF cache) and model.download=false.")
+        raise _unavailable(
+            model_cfg, "it is not on disk (neither a directory nor in the HF cache) and model.download=false."
+        )
     return model_cfg["path"]
 
 

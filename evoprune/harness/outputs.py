@@ -45,6 +45,7 @@ def staged_directory(target: Path):
     """Yield a temp directory; on success it replaces ``target`` whole, on failure it is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         yield staging
     except BaseException:

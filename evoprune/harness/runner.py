@@ -78,7 +78,9 @@ def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
         ) from err
 
 
-def join_records(model_records, logged_samples: dict[str, list[dict]], metric_names: dict[str, list[str]]) -> list[dict]:
+def join_records(
+    model_records, logged_samples: dict[str, list[dict]], metric_names: dict[str, list[str]]
+) -> list[dict]:
     """Per-sample rows: the model's record plus lmms-eval's target and per-sample metric values."""
     logged = {(task, int(s["doc_id"])): s for task, samples in logged_samples.items() for s in samples}
     rows = []
@@ -187,7 +189,8 @@ def evaluate(cfg) -> int:
     native, why_not = _native_comparison(cfg, latency["meta"])
     latency["relative_to_native"] = relative_latency(latency, native) if native else None
     latency["relative_note"] = why_not
-    title = f"{cfg.model.name} | {cfg.benchmark.name} | pruner={cfg.pruner.name} budget={cfg.budget} | {latency['meta']['device']}"
+    device_name = latency["meta"]["device"]
+    title = f"{cfg.model.name} | {cfg.benchmark.name} | pruner={cfg.pruner.name} budget={cfg.budget or 'all'} | {device_name}"
     summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
 
     target = run_dir(cfg)

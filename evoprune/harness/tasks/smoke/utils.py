@@ -109,7 +109,10 @@ def yesno_aggregate(results: list[dict]) -> float:
     for category, images in sorted(pairs.items()):
         complete = [scores for scores in images.values() if len(scores) == 2]
         if len(complete) < len(images):
-            logger.warning(f"smoke_yesno {category}: {len(images) - len(complete)} image(s) lack one of their two questions; left out")
+            logger.warning(
+                f"smoke_yesno {category}: {len(images) - len(complete)} image(s) "
+                "lack one of their two questions; left out"
+            )
         if not complete:
             continue
         score = statistics.mean(100.0 * sum(s) / 2 + 100.0 * (sum(s) == 2) for s in complete)
