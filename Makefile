@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(INSTALLED)
 
@@ -18,6 +18,11 @@ demo: $(INSTALLED)
 ## Test suite (what CI runs).
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+## Lint and format check.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check evoprune baselines tests scripts run.py
+	$(VENV)/bin/ruff format --check evoprune baselines tests scripts run.py
 
 clean:
 	rm -rf $(VENV) results/runs evoprune/harness/tasks/smoke/data

@@ -12,12 +12,12 @@ from omegaconf import DictConfig
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from evoprune.harness.models import ModelUnavailableError
-    from evoprune.harness.runner import evaluate
+    from evoprune.harness.runner import DataUnavailableError, evaluate
     from evoprune.harness.settings import ConfigError
 
     try:
         code = evaluate(cfg)
-    except (ConfigError, ModelUnavailableError) as err:
+    except (ConfigError, ModelUnavailableError, DataUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
     sys.exit(code)

@@ -96,6 +96,16 @@ def test_run_py_bad_budget_exits_nonzero_with_message():
     assert "budget='abc' is not an integer" in result.stderr
 
 
+def test_real_benchmark_without_datasets_fails_before_the_model_loads(tmp_path):
+    offline = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = run_py("benchmark=image", "limit=1", f"output_dir={tmp_path / 'runs'}", env=offline)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Could not load the datasets of benchmark 'image'" in result.stderr
+    assert "benchmark=smoke_image" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_real_model_without_weights_fails_at_once_naming_override(tmp_path):
     empty_cache = tmp_path / "hf"
     result = run_py("model=llava15_7b", f"output_dir={tmp_path / 'runs'}", env={"HF_HOME": str(empty_cache)})

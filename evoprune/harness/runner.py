@@ -28,6 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NATIVE_RUN = "none-all"
 
 
+class DataUnavailableError(RuntimeError):
+    """A benchmark's datasets cannot be loaded (no Hub access and not in the datasets cache)."""
+
+
 def run_name(cfg) -> str:
     """``<pruner>-<budget|all>``, the run's folder name."""
     return f"{cfg.pruner.name}-{'all' if cfg.budget is None else cfg.budget}"
@@ -71,7 +75,7 @@ def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
         with plan.environment():
             return get_task_dict(plan.tasks, manager)
     except Exception as err:
-        raise RuntimeError(
+        raise DataUnavailableError(
             f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: {err}\n"
             "The real benchmarks come from the Hugging Face Hub: on a machine without Hub access, "
             "populate the datasets cache (HF_HOME / HF_DATASETS_CACHE) first, or run benchmark=smoke_image."
@@ -189,8 +193,10 @@ def evaluate(cfg) -> int:
     native, why_not = _native_comparison(cfg, latency["meta"])
     latency["relative_to_native"] = relative_latency(latency, native) if native else None
     latency["relative_note"] = why_not
-    device_name = latency["meta"]["device"]
-    title = f"{cfg.model.name} | {cfg.benchmark.name} | pruner={cfg.pruner.name} budget={cfg.budget or 'all'} | {device_name}"
+    budget = "all" if cfg.budget is None else cfg.budget
+    title = " | ".join(
+        [cfg.model.name, cfg.benchmark.name, f"pruner={cfg.pruner.name} budget={budget}", latency["meta"]["device"]]
+    )
     summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
 
     target = run_dir(cfg)
