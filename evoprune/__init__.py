@@ -1,5 +1,15 @@
 """EvoPrune: score-guided visual token merging inside the vision encoder (arXiv 2603.03681).
 
+    import evoprune
+    evoprune.patch(vision_model, budget=64)      # CLIP / SigLIP vision tower, in place
+    ...
+    evoprune.unpatch(vision_model)
+
 The method's core stays importable with torch and transformers alone; the evaluation harness
 (lmms-eval, Hydra) lives in `evoprune.harness` and is never imported from here.
 """
+
+from evoprune.patching import EvoPruneOptions, patch, schedule_of, unpatch
+from evoprune.schedules import STRATEGIES, ScheduleError, merge_schedule
+
+__all__ = ["EvoPruneOptions", "STRATEGIES", "ScheduleError", "merge_schedule", "patch", "schedule_of", "unpatch"]

@@ -1,0 +1,246 @@
+"""EvoPrune: the merge math on hand-made cases, and the patched CLIP / SigLIP towers."""
+
+import math
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+import evoprune
+from evoprune import patching
+from evoprune.merge import (
+    attention_importance,
+    bipartite_match,
+    local_density,
+    merge_tokens,
+    pair_scores,
+    protection_levels,
+)
+from evoprune.schedules import STRATEGIES
+
+
+def _clip(layers=24):
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=336,
+        patch_size=14,
+    )
+    return CLIPVisionModel(config).eval()
+
+
+def _siglip():
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=26, num_attention_heads=2, image_size=384, patch_size=14
+    )
+    return SiglipVisionModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return _clip()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 336, 336)
+
+
+def _hidden(model, pixels):
+    with torch.no_grad():
+        return model(pixels, output_hidden_states=True).hidden_states
+
+
+# --- the math --------------------------------------------------------------------------------
+
+
+def test_importance_is_attention_received_not_a_softmax_row_mean():
+    probs = torch.zeros(1, 2, 3, 3)
+    probs[..., 2] = 1.0  # every query of every head attends token 2
+    assert attention_importance(probs).tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_local_density_by_hand():
+    # two identical vectors and one orthogonal: K = 1 neighbour at squared distance 0, 0 and 2
+    vectors = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    density = local_density(vectors, k=1, tau=1.0)
+    assert torch.allclose(density, torch.tensor([[0.0, 0.0, 1.0 - math.exp(-2.0)]]))
+
+
+def test_protected_count_is_min_of_ctr_and_t_minus_2r():
+    importance = torch.arange(20.0)[None]
+    assert (protection_levels(importance, 0.25, r=2) > 0).sum() == 5
+    assert (protection_levels(importance, 0.25, r=8) > 0).sum() == 4  # T - 2r
+    assert protection_levels(importance, 0.25, r=2)[0, 15:].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_most_similar_pair_merges_first():
+    metric = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [1.0, 0.02]]])
+    plan = bipartite_match(pair_scores(metric, 1, use_div=False), 1)
+    # a = tokens 0, 2; b = tokens 1, 3; token 0 and token 3 are the closest pair
+    assert plan.src.tolist() == [[0]] and plan.dst.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("sim_transform", ["affine", "none"])
+@pytest.mark.parametrize("important", [4, 5])
+def test_overwhelmingly_attended_token_is_never_merged(sim_transform, important):
+    torch.manual_seed(3)
+    metric = torch.randn(1, 16, 8)
+    metric[0, important] = metric[0, important + 2]  # its best partner is a duplicate...
+    metric[0, :, 0] -= 10.0  # ...and every similarity is negative
+    importance = torch.full((1, 16), 0.01)
+    importance[0, important] = 10.0
+    for r in range(1, 8):
+        plan = bipartite_match(pair_scores(metric, r, importance, ctr=0.25, sim_transform=sim_transform), r)
+        merged_away = [2 * s for s in plan.src.tolist()[0]]
+        receiving = [2 * d + 1 for d in plan.dst.tolist()[0]]
+        assert important not in merged_away and important not in receiving
+
+
+def test_merge_conserves_mass_and_keeps_spatial_order():
+    torch.manual_seed(4)
+    x = torch.randn(2, 12, 5)
+    size = torch.randint(1, 4, (2, 12, 1)).float()
+    source = torch.arange(12).expand(2, 12)
+    plan = bipartite_match(pair_scores(x, 4), 4)
+    merged, new_size, new_source = merge_tokens(x, size, source, plan)
+    assert merged.shape == (2, 8, 5)
+    assert torch.allclose((merged * new_size).sum(1), (x * size).sum(1), atol=1e-5)
+    assert torch.equal(new_size.sum(1), size.sum(1))
+    assert (new_source.diff(dim=-1) > 0).all()
+
+
+# --- the patched towers ----------------------------------------------------------------------
+
+
+def test_budget_equal_to_native_is_an_exact_no_op(clip, pixels):
+    reference = _hidden(clip, pixels)
+    evoprune.patch(clip, 576)
+    try:
+        patched = _hidden(clip, pixels)
+    finally:
+        evoprune.unpatch(clip)
+    assert all(torch.equal(a, b) for a, b in zip(reference, patched, strict=True))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("budget", [16, 32, 64, 128])
+def test_feature_layer_holds_exactly_budget_plus_cls(clip, strategy, budget):
+    pixels = torch.randn(1, 3, 336, 336)
+    evoprune.patch(clip, budget, schedule=strategy)
+    try:
+        hidden = _hidden(clip, pixels)
+    finally:
+        evoprune.unpatch(clip)
+    assert hidden[-2].shape[1] == budget + 1
+
+
+def test_siglip_reaches_the_per_frame_budget():
+    model = _siglip()
+    evoprune.patch(model, 16, feature_layer=-1)
+    assert _hidden(model, torch.randn(2, 3, 384, 384))[-1].shape[1] == 16
+
+
+def test_cls_is_never_merged(clip, pixels, monkeypatch):
+    seen = []
+    original = patching.merge_tokens
+
+    def spy(x, size, source, plan, keep_order=True):
+        seen.append(x.shape[1])
+        return original(x, size, source, plan, keep_order)
+
+    monkeypatch.setattr(patching, "merge_tokens", spy)
+    evoprune.patch(clip, 32)
+    try:
+        _hidden(clip, pixels)
+        schedule = evoprune.schedule_of(clip)
+    finally:
+        evoprune.unpatch(clip)
+    entering = [576 - sum(schedule[:i]) for i, r in enumerate(schedule) if r > 0]
+    assert seen == entering  # merging only ever sees the patch tokens
+
+    # a CLS identical to every patch token still passes through a merge untouched
+    info = patching._PatchInfo(budget=4, schedule=[], options=patching.EvoPruneOptions(), prefix_tokens=1)
+    x = torch.ones(1, 9, 4)
+    x[0, 0] *= 7.0
+    metric = torch.ones(1, 9, 4)
+    out = patching._merge(info, x, metric, probs=None, r=4)
+    assert out.shape == (1, 5, 4) and torch.equal(out[0, 0], x[0, 0])
+    assert info.runtime.size.sum() == 8
+
+
+def test_batch_of_two_equals_two_single_runs(clip, pixels):
+    evoprune.patch(clip, 32)
+    try:
+        batch = _hidden(clip, pixels)[-2]
+        singles = torch.cat([_hidden(clip, pixels[i : i + 1])[-2] for i in range(2)])
+    finally:
+        evoprune.unpatch(clip)
+    assert torch.allclose(batch, singles, atol=1e-5)
+
+
+def test_unpatch_restores_the_original_model(clip, pixels):
+    reference = _hidden(clip, pixels)
+    evoprune.patch(clip, 64, schedule="mean", prop_attn=True)
+    _hidden(clip, pixels)
+    evoprune.unpatch(clip)
+    assert all(torch.equal(a, b) for a, b in zip(reference, _hidden(clip, pixels), strict=True))
+    assert "forward" not in clip.__dict__
+    assert all("forward" not in layer.__dict__ for layer in clip.encoder.layers)
+
+
+def test_attention_probabilities_only_at_merge_layers(clip, pixels, monkeypatch):
+    calls = []
+    original = patching._attention
+
+    def spy(attn, hidden, bias, need_probs):
+        calls.append(need_probs)
+        return original(attn, hidden, bias, need_probs)
+
+    monkeypatch.setattr(patching, "_attention", spy)
+    evoprune.patch(clip, 64, schedule="skip")
+    try:
+        _hidden(clip, pixels)
+        merge_layers = sum(r > 0 for r in evoprune.schedule_of(clip))
+    finally:
+        evoprune.unpatch(clip)
+    assert calls == [True] * merge_layers
+    evoprune.patch(clip, 64, schedule="skip", use_attn=False)
+    try:
+        calls.clear()
+        _hidden(clip, pixels)
+    finally:
+        evoprune.unpatch(clip)
+    assert calls == [False] * merge_layers
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"schedule": "zigzag"}, ValueError, "schedule='zigzag' is not one of"),
+        ({"schedule": "first", "n": 0}, ValueError, "N in"),
+        ({"schedule": "last", "n": 24}, ValueError, "N in"),
+        ({"schedule": "increasing", "alpha": 0.0}, ValueError, "alpha > 0"),
+        ({"ctr": 1.0}, ValueError, "ctr=1.0"),
+        ({"ctr": -0.1}, ValueError, "ctr=-0.1"),
+        ({"k": 0}, ValueError, "k=0"),
+        ({"tau": 0.0}, ValueError, "tau=0.0"),
+        ({"metric": "values"}, ValueError, "metric='values'"),
+        ({"budget": 577}, ValueError, r"budget=577 must be an integer in \[1, 576\]"),
+    ],
+)
+def test_bad_options_name_the_field(clip, kwargs, error, message):
+    arguments = {"budget": 64, **kwargs}
+    with pytest.raises(error, match=message):
+        evoprune.patch(clip, **arguments)
+    assert "forward" not in clip.__dict__
+
+
+def test_unsupported_model_names_the_supported_ones():
+    with pytest.raises(TypeError, match="CLIPVisionModel, SiglipVisionModel"):
+        evoprune.patch(torch.nn.Linear(2, 2), 4)
