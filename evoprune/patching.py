@@ -109,15 +109,29 @@ def _attention(attn, hidden: torch.Tensor, bias: torch.Tensor | None, need_probs
     v = attn.v_proj(hidden).view(shape).transpose(1, 2)
     probs = None
     if need_probs:
-        logits = (q @ k.transpose(-1, -2)) * attn.scale
-        if bias is not None:
-            logits = logits + bias
-        probs = logits.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+        probs = _softmax_in_place((q * attn.scale) @ k.transpose(-1, -2), bias)
         out = probs @ v
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
     out = attn.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
     return out, k.mean(dim=1), probs
+
+
+def _softmax_in_place(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last dim reusing the logits' storage when they are float32.
+
+    The (B, H, N, N) buffer is the largest of the layer; on CPU each fresh allocation of it costs
+    page faults comparable to the attention matmuls, so float32 is done in place. Half
+    precision is upcast for the softmax, as transformers' eager attention does.
+    """
+    if bias is not None:
+        logits += bias
+    if logits.dtype != torch.float32:
+        return logits.softmax(dim=-1, dtype=torch.float32).to(logits.dtype)
+    logits -= logits.amax(dim=-1, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(dim=-1, keepdim=True)
+    return logits
 
 
 def _size_bias(runtime: _Runtime, prefix: int, like: torch.Tensor) -> torch.Tensor:

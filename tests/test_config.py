@@ -73,6 +73,42 @@ def test_valid_budgets_pass():
         check_budget(budget, 576, "some_pruner")
 
 
+@pytest.mark.parametrize("preset", ["evoprune_no_attn", "evoprune_no_div", "evoprune_no_attn_no_div"])
+def test_table3_presets_switch_off_their_terms(preset):
+    pruner = compose_config(f"pruner={preset}").pruner
+    assert pruner.method == "evoprune" and pruner.name == preset
+    assert pruner.use_attn == ("no_attn" not in preset)
+    assert pruner.use_div == ("no_div" not in preset)
+    assert pruner.schedule == "skip" and pruner.ctr == 0.25
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pruner.schedule=zigzag", "pruner.schedule='zigzag' is not one of: mean, skip"),
+        ("pruner.ctr=1.5", "ctr=1.5 must be in [0, 1)"),
+        ("pruner.k=0", "k=0"),
+        ("pruner.tau=0", "tau=0"),
+        ("pruner.metric=values", "metric='values'"),
+    ],
+)
+def test_bad_evoprune_options_fail_before_loading(override, message, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("heavy work started before the pruner options were checked")
+
+    monkeypatch.setattr(runner, "load_tasks", forbidden)
+    monkeypatch.setattr(runner, "load_model", forbidden)
+    with pytest.raises(ConfigError) as caught:
+        runner.evaluate(compose_config("pruner=evoprune", "budget=32", override))
+    assert message in str(caught.value)
+
+
+def test_schedule_window_beyond_the_layers_is_a_config_error():
+    result = run_py("pruner=evoprune", "budget=32", "pruner.schedule=first", "pruner.n=40", "limit=1")
+    assert result.returncode == 2
+    assert "N in [1, 23]" in result.stderr and "N=40" in result.stderr
+
+
 @pytest.mark.parametrize("limit", [0, -1, 2.5])
 def test_bad_limit(limit):
     cfg = compose_config(f"limit={limit}")

@@ -34,10 +34,14 @@ def run_py(*args):
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    result = run_py(f"output_dir={out}")
-    return result, out / "tiny_llava" / "smoke_image" / "none-all"
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def default_run(runs_root):
+    result = run_py(f"output_dir={runs_root}")
+    return result, runs_root / "tiny_llava" / "smoke_image" / "none-all"
 
 
 def test_default_run_succeeds_and_prints_summary(default_run):
@@ -70,6 +74,19 @@ def test_default_run_files_hold_every_sample(default_run):
     assert latency["meta"]["device"] == "cpu" and latency["relative_note"] == "this is the native run"
     config = OmegaConf.load(run / "config.yaml")
     assert config.model.name == "tiny_llava" and config.budget is None
+
+
+def test_evoprune_run_feeds_the_llm_exactly_budget_tokens(default_run, runs_root):
+    assert default_run[0].returncode == 0
+    result = run_py(f"output_dir={runs_root}", "pruner=evoprune", "budget=32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = runs_root / "tiny_llava" / "smoke_image" / "evoprune-32"
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 108
+    assert all((row["visual_tokens_before"], row["visual_tokens_after"]) == (576, 32) for row in rows)
+    latency = json.loads((run / "latency.json").read_text())
+    assert latency["relative_to_native"]["total"] > 0  # compared with the native run beside it
+    assert "vs native" in result.stdout
 
 
 def test_unreadable_image_is_an_error_not_an_answer(tmp_path):

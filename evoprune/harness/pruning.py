@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from evoprune.harness.settings import ConfigError
+
 
 @dataclass
 class VisualTokens:
@@ -40,12 +42,23 @@ class Pruner:
         return None
 
 
-PRUNERS: dict[str, type[Pruner]] = {"none": Pruner}
+def _registry() -> dict[str, type[Pruner]]:
+    from evoprune.harness.evoprune_pruner import EvoPrunePruner
+
+    return {"none": Pruner, "evoprune": EvoPrunePruner}
 
 
 def build_pruner(pruner_cfg, budget: int | None) -> Pruner:
-    """The pruner named by ``pruner_cfg.name``, configured with the top-level ``budget``."""
-    name = pruner_cfg["name"]
-    if name not in PRUNERS:
-        raise ValueError(f"pruner.name={name!r} is not one of: {', '.join(sorted(PRUNERS))}")
-    return PRUNERS[name](budget)
+    """The pruner for ``pruner_cfg.method`` with the config's other fields as options.
+
+    ``pruner_cfg.name`` labels the run (presets share a method); it is not passed on.
+    """
+    pruners = _registry()
+    method = pruner_cfg["method"]
+    if method not in pruners:
+        raise ValueError(f"pruner.method={method!r} is not one of: {', '.join(sorted(pruners))}")
+    options = {key: value for key, value in dict(pruner_cfg).items() if key not in ("name", "method")}
+    try:
+        return pruners[method](budget, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"pruner {pruner_cfg['name']!r}: {err}") from err

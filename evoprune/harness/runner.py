@@ -143,6 +143,7 @@ def _quiet_lmms_eval(level: str) -> None:
 def evaluate(cfg) -> int:
     """Run the composed config; return the process exit code (1 when any sample failed)."""
     check_config(cfg)
+    pruner = build_pruner(cfg.pruner, cfg.budget)
     _quiet_lmms_eval(cfg.log_level)
     locate_weights(cfg.model)
     plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
@@ -156,8 +157,10 @@ def evaluate(cfg) -> int:
             f"model.num_visual_tokens={cfg.model.num_visual_tokens} but the loaded model feeds "
             f"{loaded.num_visual_tokens} visual tokens per image; fix configs/model/{cfg.model.name}.yaml"
         )
-    pruner = build_pruner(cfg.pruner, cfg.budget)
-    pruner.attach(loaded.model)
+    try:
+        pruner.attach(loaded.model)
+    except ValueError as err:  # e.g. a schedule window the model's layer count cannot hold
+        raise ConfigError(f"pruner {cfg.pruner.name!r}: {err}") from err
     lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress)
     from lmms_eval.evaluator import simple_evaluate
 

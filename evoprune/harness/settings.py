@@ -7,7 +7,7 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and what it accepts."""
 
 
-def check_budget(budget, num_visual_tokens: int, pruner_name: str) -> None:
+def check_budget(budget, num_visual_tokens: int, pruner_method: str) -> None:
     """``budget`` is null (keep all) or an integer in [1, num_visual_tokens] with a pruner set."""
     if budget is None:
         return
@@ -21,7 +21,7 @@ def check_budget(budget, num_visual_tokens: int, pruner_name: str) -> None:
             f"budget={budget} is outside the valid range [1, {num_visual_tokens}] "
             f"(the model has {num_visual_tokens} visual tokens per image; budget=null keeps all)"
         )
-    if pruner_name == "none":
+    if pruner_method == "none":
         raise ConfigError(
             f"budget={budget} needs a pruner, but pruner=none keeps all {num_visual_tokens} visual tokens; "
             f"pick another pruner (see configs/pruner/) or set budget=null"
@@ -38,5 +38,5 @@ def check_limit(limit) -> None:
 
 def check_config(cfg) -> None:
     """Every check that needs no model, data or network."""
-    check_budget(cfg.budget, cfg.model.num_visual_tokens, cfg.pruner.name)
+    check_budget(cfg.budget, cfg.model.num_visual_tokens, cfg.pruner.method)
     check_limit(cfg.limit)
