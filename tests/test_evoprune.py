@@ -244,3 +244,20 @@ def test_bad_options_name_the_field(clip, kwargs, error, message):
 def test_unsupported_model_names_the_supported_ones():
     with pytest.raises(TypeError, match="CLIPVisionModel, SiglipVisionModel"):
         evoprune.patch(torch.nn.Linear(2, 2), 4)
+
+
+def test_proportional_attention_equals_attending_duplicated_tokens():
+    """log(size) on a key's logit is the same as that key appearing size times."""
+    torch.manual_seed(5)
+    attn = _clip(layers=1).encoder.layers[0].self_attn
+    tokens = torch.randn(1, 5, 32)
+    duplicated = torch.cat([tokens, tokens[:, 2:3]], dim=1)  # token 2 twice
+    bias = torch.zeros(1, 1, 1, 5)
+    bias[..., 2] = math.log(2.0)
+    with torch.no_grad():
+        weighted, _, probs = patching._attention(attn, tokens, bias, need_probs=True)
+        reference, _, _ = patching._attention(attn, duplicated, None, need_probs=True)
+        fused, _, _ = patching._attention(attn, tokens, bias, need_probs=False)
+    assert torch.allclose(weighted, reference[:, :5], atol=1e-5)
+    assert torch.allclose(fused, weighted, atol=1e-5)
+    assert torch.allclose(probs.sum(-1), torch.ones(1, 2, 5))
