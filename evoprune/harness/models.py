@@ -163,7 +163,7 @@ def _clip_image_processor(image_size: int, pad_to_square: bool) -> LlavaImagePro
     )
 
 
-def _local_snapshot(path: str) -> str | None:
+def local_snapshot(path: str) -> str | None:
     """The on-disk location of ``path``: itself if a directory, else its Hub cache snapshot."""
     if Path(path).is_dir():
         return path
@@ -193,7 +193,7 @@ def locate_weights(model_cfg) -> str | None:
     """
     if model_cfg["kind"] != "hf":
         return None
-    source = _local_snapshot(model_cfg["path"])
+    source = local_snapshot(model_cfg["path"])
     if source is not None:
         return source
     if not model_cfg["download"]:

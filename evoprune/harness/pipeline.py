@@ -1,6 +1,8 @@
 """Staged greedy generation for one image and one prompt, timed per stage.
 
 preprocess → vision encoder → projector → post-encoder pruning → LLM prefill → decode.
+``visual_tokens_after`` counts the visual tokens the LLM's later layers attend to (for DART,
+which prunes inside the LLM, what survives its pruning layer).
 The LLM is fed through ``inputs_embeds`` with exactly as many ``<image>`` positions as visual
 tokens survive pruning, and decoding is an explicit greedy loop over the KV cache so prefill
 (time to first token) and decode are timed apart. Batch size is one: this is a latency harness.
@@ -78,12 +80,21 @@ def generate(
         pixel_values = pixel_values.to(loaded.device, loaded.dtype)
 
     with timer.stage("vision_encoder"):
-        hidden = model.vision_tower(pixel_values, output_hidden_states=True).hidden_states[loaded.feature_layer]
-        features = hidden[0] if loaded.keeps_cls else hidden[0, 1:]
+        hidden_states = model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
+        selected = hidden_states[loaded.feature_layer]
+        features = selected[0] if loaded.keeps_cls else selected[0, 1:]
     with timer.stage("projector"):
         projected = model.multi_modal_projector(features)
     with timer.stage("pruning"):
-        keep = pruner.select(VisualTokens(features=features, projected=projected, prompt=question))
+        tokens = VisualTokens(
+            features=features,
+            projected=projected,
+            prompt=question,
+            hidden_states=hidden_states,
+            vision_tower=model.vision_tower,
+            feature_layer=loaded.feature_layer,
+        )
+        keep = pruner.select(tokens)
         if keep is not None:
             projected = projected[keep]
 
@@ -91,8 +102,9 @@ def generate(
     with timer.stage("prefill"):
         input_ids = _input_ids_with_image_run(loaded, prompt, projected.shape[0]).to(loaded.device)
         embeds = embed(input_ids)
-        embeds = embeds.masked_scatter((input_ids == loaded.image_token_id)[:, None], projected.to(embeds.dtype))
-        out = model.language_model(inputs_embeds=embeds[None], use_cache=True)
+        image_mask = input_ids == loaded.image_token_id
+        embeds = embeds.masked_scatter(image_mask[:, None], projected.to(embeds.dtype))
+        out, visual_tokens_in_llm = pruner.prefill(model.language_model, embeds[None], image_mask)
         next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
 
     eos_ids = _eos_ids(loaded)
@@ -116,7 +128,7 @@ def generate(
         text=text.strip(),
         times=timer.result(),
         visual_tokens_before=loaded.num_visual_tokens,
-        visual_tokens_after=int(projected.shape[0]),
+        visual_tokens_after=visual_tokens_in_llm,
         prompt_tokens=int(input_ids.shape[0]),
         new_tokens=len(generated),
     )

@@ -1,8 +1,10 @@
 """The pruning hook the inference pipeline calls, and the registry that builds one from config.
 
-A pruner may act at two points: `attach`/`detach` patch the model (in-encoder methods such as
-EvoPrune), and `select` picks which visual tokens the LLM receives after the encoder (post-encoder
-methods). The base class does neither: it is the native, unpruned model (``pruner=none``).
+A pruner may act at three points: `attach`/`detach` patch the model (in-encoder methods such as
+EvoPrune), `select` picks which visual tokens the LLM receives after the encoder (post-encoder
+methods; timed as the ``pruning`` stage), and `prefill` runs the LLM over the prompt (methods that
+prune inside the LLM, such as DART; timed as ``prefill``). The base class does none of it: it is
+the native, unpruned model (``pruner=none``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class VisualTokens:
     features: torch.Tensor  # (tokens, vision_hidden) from the configured feature layer
     projected: torch.Tensor  # (tokens, llm_hidden) after the multimodal projector
     prompt: str  # the question text, for query-aware methods
+    hidden_states: tuple[torch.Tensor, ...]  # the vision tower's (1, tokens + CLS, hidden) per layer
+    vision_tower: torch.nn.Module
+    feature_layer: int
 
 
 class Pruner:
@@ -41,11 +46,20 @@ class Pruner:
         """Indices of the tokens to keep, ascending; None keeps all."""
         return None
 
+    def prefill(self, language_model, inputs_embeds: torch.Tensor, image_mask: torch.Tensor):
+        """Run the LLM over the prompt with a KV cache: (model output, visual tokens it kept).
+
+        ``inputs_embeds`` (1, S, hidden) and ``image_mask`` (S,) marking the visual positions.
+        """
+        return language_model(inputs_embeds=inputs_embeds, use_cache=True), int(image_mask.sum())
+
 
 def _registry() -> dict[str, type[Pruner]]:
+    from baselines.pruners import CDPrunerPruner, DARTPruner, DivPrunePruner, FasterVLMPruner, VisPrunerPruner
     from evoprune.harness.evoprune_pruner import EvoPrunePruner
 
-    return {"none": Pruner, "evoprune": EvoPrunePruner}
+    pruners = (Pruner, EvoPrunePruner, FasterVLMPruner, VisPrunerPruner, DARTPruner, DivPrunePruner, CDPrunerPruner)
+    return {pruner.name: pruner for pruner in pruners}
 
 
 def build_pruner(pruner_cfg, budget: int | None) -> Pruner:

@@ -1,0 +1,121 @@
+"""CDPruner (Zhang et al., 2025): instruction-conditioned DPP over visual tokens, as pure tensor functions.
+
+Read from the official code, Theia-4869/CDPruner: ``llava/model/llava_arch.py`` (``encode_images``:
+similarity, relevance, kernel, greedy DPP) and ``llava/model/multimodal_encoder/clip_encoder.py``
+(``load_text_tower`` and ``forward``: the CLIP image and text embeddings). Method:
+
+- similarity S = cosine of the N projected visual features (after LLaVA's projector), float32;
+- relevance r_i = −mean_m cos(e_i, t_m) of the CLIP-space image patch embeddings e_i (vision layer
+  −2 → post-layernorm → visual projection) and the M CLIP text embeddings t_m of the raw question
+  (one per 77-token chunk), min-max normalised as (r − min + 1e-6) / (max − min). The negation is the
+  official choice (the authors call it a CLIP-specific effect): the token least similar to the text
+  gets the highest relevance;
+- kernel L = diag(r) · S · diag(r), nothing added to its diagonal;
+- the fast greedy MAP inference of Chen et al. (NeurIPS 2018) picks ``budget`` tokens, kept in their
+  original order (the official builds a boolean mask from the sorted picks).
+
+Deliberate deviations from the official code:
+
+- Rank guard: the official loop has no early stop. Once the best remaining conditional gain d_j² is
+  zero or negative (the kernel's numerical rank is used up) it divides by √d_j² and yields NaN,
+  after which ``argmax`` repeats picks, so fewer than ``budget`` distinct tokens come back. Here the
+  greedy stops at the first step whose best gain is not above ``n · eps(dtype) · max(diag L)``
+  (roundoff level), and the remaining slots are filled with the unpicked tokens in descending order
+  of diag L = r_i² (the quality term alone; ties to the lower index).
+- Constant relevance: the official's (r − min + 1e-6) / 0 is infinite and the kernel NaN; here a
+  constant relevance becomes all ones (pure diversity).
+- dtype: the official normalises the projected features in the model dtype (float16) before casting
+  to float32; here they are cast to float32 first. The CLIP embeddings are float32 in both (the
+  official loads the CLIP towers in float32 under its default ``device_map="auto"``).
+- Ties: go to the lowest index (``torch.argmax`` returns the first maximum, as in the official).
+- Crops: the official min-max normalises relevance over all crops of an image at once; here over the
+  N rows given, so pass every crop's rows together to reproduce it.
+
+It cannot tell a rank-deficient kernel from one whose gains fall below roundoff for other reasons:
+both end the greedy phase.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from baselines.checks import check_budget
+
+RELEVANCE_OFFSET = 1e-6  # added to the numerator of the official min-max normalisation
+
+
+def query_relevance(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """(N, D) image and (M, D) text CLIP embeddings → (N,) float32 relevance: the negated mean cosine,
+    min-max normalised as the official (r − min + 1e-6) / (max − min); all ones when r is constant."""
+    image = F.normalize(image_embeds.float(), dim=-1)
+    text = F.normalize(text_embeds.float(), dim=-1)
+    relevance = -(image @ text.T).mean(dim=-1)
+    low, high = relevance.min(), relevance.max()
+    if high == low:
+        return torch.ones_like(relevance)
+    return (relevance - low + RELEVANCE_OFFSET) / (high - low)
+
+
+def conditional_kernel(visual_features: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """L = diag(r) · S · diag(r), S the cosine similarity of the (N, C) features, in float32."""
+    unit = F.normalize(visual_features.float(), dim=-1)
+    return relevance[:, None] * (unit @ unit.T) * relevance[None, :]
+
+
+def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
+    """Chen et al. (2018) fast greedy DPP MAP on an (N, N) PSD ``kernel``: ``budget`` distinct indices
+    in selection order. Past the kernel's numerical rank the rest are the unpicked indices by
+    descending diagonal (see the module docstring). One host sync, at the end."""
+    if kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(f"kernel must be square (N, N), got shape {tuple(kernel.shape)}")
+    tokens = kernel.shape[0]
+    budget = check_budget(budget, tokens)
+    diagonal = kernel.diagonal()
+    tolerance = tokens * torch.finfo(kernel.dtype).eps * diagonal.max().clamp_min(0)
+    gains = diagonal.clone()
+    basis = kernel.new_zeros(budget, tokens)
+    picked = torch.zeros(tokens, dtype=torch.bool, device=kernel.device)
+    order = torch.empty(budget, dtype=torch.long, device=kernel.device)
+    best = kernel.new_empty(budget)
+    for step in range(budget):
+        scores = gains.masked_fill(picked, float("-inf"))
+        choice = torch.argmax(scores)
+        order[step], best[step] = choice, scores[choice]
+        row = (kernel[choice] - basis[:step, choice] @ basis[:step]) / scores[choice].sqrt()
+        basis[step] = row
+        gains = gains - row.square()
+        picked[choice] = True
+    greedy = int((best > tolerance).cumprod(dim=0).sum())
+    return torch.cat([order[:greedy], _fill(diagonal, order[:greedy], budget - greedy)])
+
+
+def _fill(diagonal: torch.Tensor, chosen: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` indices not in ``chosen``, by descending ``diagonal``, ties to the lower index."""
+    free = torch.ones_like(diagonal, dtype=torch.bool)
+    free[chosen] = False
+    ranked = diagonal.masked_fill(~free, float("-inf")).argsort(descending=True, stable=True)
+    return ranked[:count]
+
+
+def cdpruner_select(
+    visual_features: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor, budget: int
+) -> torch.Tensor:
+    """Ascending indices of the ``budget`` distinct tokens CDPruner keeps.
+
+    ``visual_features`` (N, C): projected LLaVA features; ``image_embeds`` (N, D): CLIP-space patch
+    embeddings of the same tokens; ``text_embeds`` (M, D): CLIP text embeddings, one per chunk.
+    """
+    if visual_features.dim() != 2 or image_embeds.dim() != 2 or text_embeds.dim() != 2:
+        raise ValueError("visual_features, image_embeds and text_embeds must all be 2-D")
+    if image_embeds.shape[0] != visual_features.shape[0] or image_embeds.shape[1] != text_embeds.shape[1]:
+        raise ValueError(
+            f"shapes do not fit: visual_features {tuple(visual_features.shape)}, image_embeds "
+            f"{tuple(image_embeds.shape)}, text_embeds {tuple(text_embeds.shape)} (need (N, C), (N, D), (M, D))"
+        )
+    if text_embeds.shape[0] == 0:
+        raise ValueError("text_embeds is empty: CDPruner needs at least one text embedding")
+    check_budget(budget, visual_features.shape[0])
+    relevance = query_relevance(image_embeds, text_embeds)
+    kernel = conditional_kernel(visual_features, relevance)
+    return dpp_map_greedy(kernel, budget).sort().values

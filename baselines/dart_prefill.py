@@ -1,0 +1,96 @@
+"""DART's LLM side: run the decoder's first K layers on the whole prompt, select image tokens with
+`baselines.dart.dart_select`, and run the remaining layers on the kept tokens only.
+
+As the official code (ZichenWen1/DART, ``modeling_llama_self.py``): the keys are layer K−1's
+post-RoPE keys (read from the KV cache, heads concatenated), the hidden states the model's final
+norm applied to layer K−1's output (scoring only; the un-normed states continue), kept tokens
+keep their original position ids, layers below K cache the whole prompt and layers K and above
+only the kept tokens. Decoding then continues at position S (the prompt length), which transformers
+reads from layer 0's cache. Batch size one; one contiguous run of image tokens. Needs an attention
+implementation that takes no explicit mask when decoding one token (sdpa, flash): eager attention
+would build its decode mask from layer 0's longer cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from baselines.dart import dart_select
+
+SUPPORTED_ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3")
+
+
+def _causal_mask(length: int, like: torch.Tensor) -> torch.Tensor:
+    """Additive (1, 1, length, length) causal mask in ``like``'s dtype and device."""
+    blocked = torch.ones(length, length, dtype=torch.bool, device=like.device).triu(1)
+    return torch.zeros(length, length, dtype=like.dtype, device=like.device).masked_fill(
+        blocked, torch.finfo(like.dtype).min
+    )[None, None]
+
+
+def _run_layers(layers, hidden, positions, cache, rotary):
+    position_ids = positions[None]
+    position_embeddings = rotary(hidden, position_ids=position_ids)
+    mask = _causal_mask(hidden.shape[1], hidden)
+    for layer in layers:
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            position_embeddings=position_embeddings,
+        )
+    return hidden
+
+
+def dart_prefill(
+    language_model,
+    inputs_embeds: torch.Tensor,
+    image_mask: torch.Tensor,
+    budget: int,
+    layer: int = 2,
+    num_pivots: int = 4,
+    num_text_pivots: int = 4,
+) -> tuple[BaseModelOutputWithPast, int]:
+    """Prefill ``language_model`` (a transformers LlamaModel / Qwen2Model) with DART pruning.
+
+    Returns the model output (last hidden state of the kept sequence, the KV cache) and the
+    number of image tokens kept (``budget``).
+    """
+    implementation = language_model.config._attn_implementation
+    if implementation not in SUPPORTED_ATTENTION:
+        raise ValueError(
+            f"DART needs attention implementation in {SUPPORTED_ATTENTION}, the LLM uses {implementation!r}"
+        )
+    layers = language_model.layers
+    if not 1 <= layer < len(layers):
+        raise ValueError(f"dart layer={layer} must be in [1, {len(layers) - 1}] for a {len(layers)}-layer LLM")
+    image_positions = image_mask.nonzero().flatten()
+    start, end = int(image_positions[0]), int(image_positions[-1]) + 1
+    if end - start != len(image_positions):
+        raise ValueError("DART needs the image tokens as one contiguous run")
+
+    length = inputs_embeds.shape[1]
+    positions = torch.arange(length, device=inputs_embeds.device)
+    cache = DynamicCache(config=language_model.config)
+    hidden = _run_layers(layers[:layer], inputs_embeds, positions, cache, language_model.rotary_emb)
+
+    keys = cache.layers[layer - 1].keys[0]  # (kv heads, S, head dim), post-RoPE
+    keys = keys.transpose(0, 1).reshape(length, -1)
+    normed = language_model.norm(hidden)[0]
+    kept_image = dart_select(
+        keys[start:end],
+        normed[start:end],
+        budget,
+        num_pivots=num_pivots,
+        text_keys=keys[end:],
+        text_hidden=normed[end:],
+        num_text_pivots=num_text_pivots,
+    )
+    keep = torch.cat([positions[:start], start + kept_image.to(positions.device), positions[end:]])
+    hidden = _run_layers(layers[layer:], hidden[:, keep], keep, cache, language_model.rotary_emb)
+    output = BaseModelOutputWithPast(last_hidden_state=language_model.norm(hidden), past_key_values=cache)
+    return output, len(kept_image)

@@ -1,0 +1,63 @@
+"""Signals the post-encoder baselines need beyond LLaVA's normal forward, computed on demand.
+
+Each is recomputed from tensors the normal forward already produced (the vision tower's hidden
+states), so a pruner's extra cost is exactly what these functions cost and lands in its own
+timed stage. Torch and transformers only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _layer_index(num_layers: int, feature_layer: int) -> int:
+    """0-based index of the encoder layer whose output is ``hidden_states[feature_layer]``."""
+    position = feature_layer if feature_layer >= 0 else num_layers + 1 + feature_layer
+    if not 1 <= position <= num_layers:
+        raise ValueError(f"feature_layer={feature_layer} does not name a layer output of a {num_layers}-layer encoder")
+    return position - 1
+
+
+def cls_attention(vision_tower, hidden_states: tuple[torch.Tensor, ...], feature_layer: int) -> torch.Tensor:
+    """Attention of the CLS query over the patch tokens in the layer producing ``feature_layer``.
+
+    What ``output_attentions=True`` gives at ``attentions[feature_layer]`` (CLS row, patch columns),
+    per head: (B, H, N_patches), softmax over all keys (CLS included) as in the model. Only the CLS
+    query is computed: one query projection and the key projection of the layer's input.
+    """
+    layers = vision_tower.encoder.layers
+    index = _layer_index(len(layers), feature_layer)
+    layer = layers[index]
+    attn = layer.self_attn
+    normed = layer.layer_norm1(hidden_states[index])
+    batch, tokens, _ = normed.shape
+    query = attn.q_proj(normed[:, :1]).view(batch, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    keys = attn.k_proj(normed).view(batch, tokens, attn.num_heads, attn.head_dim).transpose(1, 2)
+    probs = ((query * attn.scale) @ keys.transpose(-1, -2)).softmax(dim=-1, dtype=torch.float32)
+    return probs[:, :, 0, 1:]
+
+
+def clip_image_embeds(clip_model, post_layernorm, features: torch.Tensor) -> torch.Tensor:
+    """CLIP-space embeddings of patch features (N, C): the vision tower's post-layernorm, then the
+    CLIP visual projection (CDPruner: layer −2 features → post_layernorm → visual_projection)."""
+    return clip_model.visual_projection(post_layernorm(features))
+
+
+def clip_text_embeds(clip_model, tokenizer, text: str, chunk: int = 77) -> torch.Tensor:
+    """CLIP text embeddings of ``text`` in ``chunk``-token pieces: (pieces, D), as CDPruner does.
+
+    One tokenisation with the start and end tokens, right-padded with id 0 (mask 0) to a multiple
+    of ``chunk`` and cut into pieces, so only the first piece starts with BOS and only the last
+    holds EOS; each piece's pooled output (transformers' CLIP pooling rule) through the text
+    projection.
+    """
+    ids = tokenizer(text).input_ids
+    pieces = (len(ids) - 1) // chunk + 1
+    device = clip_model.text_projection.weight.device
+    input_ids = torch.zeros(pieces * chunk, dtype=torch.long, device=device)
+    input_ids[: len(ids)] = torch.tensor(ids, device=device)
+    attention_mask = (torch.arange(pieces * chunk, device=device) < len(ids)).long()
+    pooled = clip_model.text_model(
+        input_ids=input_ids.view(pieces, chunk), attention_mask=attention_mask.view(pieces, chunk)
+    ).pooler_output
+    return clip_model.text_projection(pooled)

@@ -1,0 +1,219 @@
+"""DART selection: hand-worked cases, properties on random inputs, a plainly-written loop reference."""
+
+import math
+
+import pytest
+import torch
+
+from baselines.dart import dart_select
+
+
+def _angles(*degrees):
+    """Unit 2-D hidden states at the given angles."""
+    return torch.tensor([[math.cos(math.radians(d)), math.sin(math.radians(d))] for d in degrees])
+
+
+def _keys(*l1_norms):
+    """1-D keys whose L1 norms are the given values."""
+    return torch.tensor(l1_norms, dtype=torch.float32).unsqueeze(1)
+
+
+def _random(seed, num_tokens=48, num_text=7, key_dim=12, hidden_dim=10):
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "image_keys": torch.randn(num_tokens, key_dim, generator=generator),
+        "image_hidden": torch.randn(num_tokens, hidden_dim, generator=generator),
+        "text_keys": torch.randn(num_text, key_dim, generator=generator),
+        "text_hidden": torch.randn(num_text, hidden_dim, generator=generator),
+    }
+
+
+def _reference(quotas, image_keys, image_hidden, text_keys=None, text_hidden=None, num_pivots=4, num_text_pivots=4):
+    """Loops: pivots by L1 rank (image then text), each taking its quota of the least similar unkept tokens."""
+
+    def ranked_by_l1(keys, count):
+        norms = [sum(abs(v) for v in row) for row in keys]
+        return sorted(range(len(norms)), key=lambda i: (-norms[i], i))[:count]
+
+    def cosine(a, b):
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        norm_a = math.sqrt(sum(x * x for x in a))
+        norm_b = math.sqrt(sum(y * y for y in b))
+        return dot / (norm_a * norm_b)
+
+    image_keys, image_hidden = image_keys.tolist(), image_hidden.tolist()
+    image_pivots = ranked_by_l1(image_keys, num_pivots)
+    pivots = [image_hidden[i] for i in image_pivots]
+    if text_keys is not None:
+        pivots += [text_hidden.tolist()[i] for i in ranked_by_l1(text_keys.tolist(), num_text_pivots)]
+    kept = set(image_pivots)
+    for pivot, quota in zip(pivots, quotas, strict=True):
+        candidates = [i for i in range(len(image_hidden)) if i not in kept]
+        candidates.sort(key=lambda i: (cosine(pivot, image_hidden[i]), i))
+        kept.update(candidates[:quota])
+    return sorted(kept)
+
+
+def _even_quotas(total, num_pivots):
+    return [total // num_pivots + (i < total % num_pivots) for i in range(num_pivots)]
+
+
+# Hand-worked cases.
+
+
+def test_pivots_are_the_largest_l1_keys():
+    keys = torch.tensor([[1.0, -1.0], [-3.0, 0.5], [0.1, 0.1], [2.0, 2.5], [0.0, -4.0], [1.0, 0.0]])
+    hidden = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    # L1 norms: 2, 3.5, 0.2, 4.5, 4, 1.
+    assert dart_select(keys, hidden, budget=2, num_pivots=2).tolist() == [3, 4]
+    assert dart_select(keys, hidden, budget=3, num_pivots=3).tolist() == [1, 3, 4]
+
+
+def test_one_pivot_keeps_the_tokens_least_similar_to_it():
+    hidden = _angles(0, 10, 90, 180, 135, 45)
+    keys = _keys(5, 1, 1, 1, 1, 1)  # token 0 is the pivot
+    assert dart_select(keys, hidden, budget=3, num_pivots=1).tolist() == [0, 3, 4]
+    assert dart_select(keys, hidden, budget=4, num_pivots=1).tolist() == [0, 2, 3, 4]
+
+
+def test_duplicates_of_the_pivot_are_dropped_first():
+    hidden = _angles(30, 30, 30, 60, 120, 200)
+    keys = _keys(1, 9, 1, 1, 1, 1)  # token 1 is the pivot; 0 and 2 duplicate it
+    assert dart_select(keys, hidden, budget=4, num_pivots=1).tolist() == [1, 3, 4, 5]
+    # One duplicate must be kept: equal similarity goes to the lower index.
+    assert dart_select(keys, hidden, budget=5, num_pivots=1).tolist() == [0, 1, 3, 4, 5]
+
+
+def test_later_pivots_pick_among_tokens_not_yet_kept():
+    # Pivots 0 (0 deg) then 1 (20 deg). Both like token 2 (185 deg) least; pivot 0 takes it, so pivot 1
+    # takes its next choice, 4 (230 deg), not 3 (160 deg).
+    hidden = _angles(0, 20, 185, 160, 230, 90)
+    keys = _keys(9, 8, 1, 1, 1, 1)
+    assert dart_select(keys, hidden, budget=4, num_pivots=2).tolist() == [0, 1, 2, 4]
+
+
+def test_the_remainder_goes_to_the_pivot_with_the_larger_key_norm():
+    # Pivots A = 0 and B = 1. A ranks 2, 3, 4, 5 (least similar first); B ranks 4, 5, 2, 3.
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5], [-1.0, 0.9], [0.5, -1.0], [0.9, -1.0]])
+    # A first: A takes 2 and 3, B takes 4.
+    assert dart_select(_keys(9, 8, 1, 1, 1, 1), hidden, budget=5, num_pivots=2).tolist() == [0, 1, 2, 3, 4]
+    # B first: B takes 4 and 5, A takes 2.
+    assert dart_select(_keys(8, 9, 1, 1, 1, 1), hidden, budget=5, num_pivots=2).tolist() == [0, 1, 2, 4, 5]
+    # One pick each.
+    assert dart_select(_keys(8, 9, 1, 1, 1, 1), hidden, budget=4, num_pivots=2).tolist() == [0, 1, 2, 4]
+
+
+def test_equal_similarities_go_to_the_lower_index():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [1.0, 0.0]])
+    # Tokens 1, 2 and 3 are all orthogonal to the pivot 0; token 4 duplicates it.
+    assert dart_select(_keys(5, 1, 1, 1, 1), hidden, budget=3, num_pivots=1).tolist() == [0, 1, 2]
+
+
+def test_text_pivots_pick_image_tokens_but_are_not_kept():
+    image_hidden = _angles(0, 45, 90, 180, 200)
+    image_keys = _keys(9, 1, 1, 1, 1)  # image pivot 0
+    text_keys = _keys(1, 7)  # text pivot 1
+    text_hidden = _angles(0, 270)
+    # Image pivot takes 3 (180 deg); the text pivot (270 deg) then takes 2 (90 deg, opposite to it).
+    kept = dart_select(image_keys, image_hidden, 3, 1, text_keys, text_hidden, num_text_pivots=1)
+    assert kept.tolist() == [0, 2, 3]
+    # Without the text pivot the image pivot takes both picks: 3 then 4.
+    assert dart_select(image_keys, image_hidden, 3, num_pivots=1).tolist() == [0, 3, 4]
+
+
+def test_few_text_tokens_all_become_pivots():
+    data = _random(1, num_text=2)
+    kept = dart_select(**data, budget=20, num_pivots=4, num_text_pivots=4)
+    expected = _reference(_even_quotas(16, 6), **data, num_text_pivots=2)
+    assert kept.tolist() == expected
+
+
+def test_equal_key_norms_go_to_the_lower_index():
+    hidden = _angles(0, 90, 180, 270)
+    assert dart_select(_keys(2, 2, 2, 2), hidden, budget=1, num_pivots=1).tolist() == [0]
+    assert dart_select(_keys(1, 2, 2, 2), hidden, budget=2, num_pivots=2).tolist() == [1, 2]
+
+
+# Properties on random inputs.
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("budget", [4, 5, 11, 20, 36, 47, 48])
+@pytest.mark.parametrize("with_text", [True, False])
+def test_properties(seed, budget, with_text):
+    data = _random(seed)
+    if not with_text:
+        data = {k: v for k, v in data.items() if k.startswith("image")}
+    kept = dart_select(**data, budget=budget)
+    assert kept.dtype == torch.int64
+    assert len(kept) == budget
+    assert kept.tolist() == sorted(set(kept.tolist()))
+    assert 0 <= kept.min() and kept.max() < 48
+    assert torch.equal(kept, dart_select(**data, budget=budget))
+    pivots = torch.linalg.vector_norm(data["image_keys"], ord=1, dim=-1).topk(4).indices
+    assert set(pivots.tolist()) <= set(kept.tolist())
+
+
+def test_full_budget_keeps_everything():
+    data = _random(3)
+    assert dart_select(**data, budget=48).tolist() == list(range(48))
+
+
+def test_half_precision_matches_its_float32_upcast():
+    data = {k: v.half() for k, v in _random(4).items()}
+    upcast = {k: v.float() for k, v in data.items()}
+    assert torch.equal(dart_select(**data, budget=17), dart_select(**upcast, budget=17))
+
+
+# Agreement with the loop reference.
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("budget", [4, 9, 13, 28, 44])
+def test_matches_loop_reference(seed, budget):
+    data = _random(seed + 10)
+    kept = dart_select(**data, budget=budget)
+    assert kept.tolist() == _reference(_even_quotas(budget - 4, 8), **data)
+    image_only = {k: v for k, v in data.items() if k.startswith("image")}
+    expected = _reference(_even_quotas(budget - 4, 4), **image_only)
+    assert dart_select(**image_only, budget=budget).tolist() == expected
+
+
+def test_official_count_budget_gives_the_official_per_pivot_quota():
+    """Official max_num_trunction 8q keeps 4 + 8q tokens, q per pivot; budget 4 + 8q does the same."""
+    data = _random(7, num_tokens=160, num_text=12)
+    kept = dart_select(**data, budget=4 + 8 * 16)
+    assert kept.tolist() == _reference([128 // 8] * 8, **data)
+
+
+# Bad input.
+
+
+def test_budget_below_the_pivots_is_rejected():
+    data = _random(0)
+    with pytest.raises(ValueError, match=r"budget=3.*num_pivots=4"):
+        dart_select(**data, budget=3)
+
+
+@pytest.mark.parametrize("budget", [49, 100])
+def test_budget_above_the_tokens_is_rejected(budget):
+    with pytest.raises(ValueError, match="budget"):
+        dart_select(**_random(0), budget=budget)
+
+
+@pytest.mark.parametrize("budget", [8.0, True, "8"])
+def test_non_integer_budget_is_rejected(budget):
+    with pytest.raises(TypeError):
+        dart_select(**_random(0), budget=budget)
+
+
+def test_mismatched_shapes_are_rejected():
+    data = _random(0)
+    with pytest.raises(ValueError, match="image_keys"):
+        dart_select(data["image_keys"][:-1], data["image_hidden"], budget=8)
+    with pytest.raises(ValueError, match="text_keys"):
+        dart_select(data["image_keys"], data["image_hidden"], 8, text_keys=data["text_keys"])
+    with pytest.raises(ValueError, match="text_keys"):
+        dart_select(data["image_keys"], data["image_hidden"], 8, 4, data["text_keys"][:, :3], data["text_hidden"])
+    with pytest.raises(ValueError, match="num_pivots"):
+        dart_select(data["image_keys"], data["image_hidden"], budget=8, num_pivots=0)

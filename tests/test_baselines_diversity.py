@@ -1,0 +1,226 @@
+"""DivPrune and CDPruner selection: hand-worked cases, properties on random inputs, and agreement with
+slow, plainly written reference implementations."""
+
+import math
+
+import pytest
+import torch
+
+from baselines.cdpruner import cdpruner_select, conditional_kernel, dpp_map_greedy, query_relevance
+from baselines.divprune import divprune_order, divprune_select
+
+# --- slow references ---------------------------------------------------------------------------
+
+
+def reference_divprune(features: torch.Tensor, budget: int) -> list[int]:
+    """The official rule in plain loops, float64: first pick = max over tokens of the second smallest
+    distance in its column (the smallest being itself), then max-min distance to the picked set; picked
+    tokens excluded; ties to the lowest index."""
+    rows = [[float(v) for v in row] for row in features.double()]
+    norms = [math.sqrt(sum(v * v for v in row)) for row in rows]
+    count = len(rows)
+
+    def distance(i, j):
+        return 1.0 - sum(a * b for a, b in zip(rows[i], rows[j], strict=True)) / (norms[i] * norms[j])
+
+    dist = [[distance(i, j) for j in range(count)] for i in range(count)]
+    second = [sorted(dist[i][j] for i in range(count))[1] for j in range(count)]
+    order = [max(range(count), key=lambda j: (second[j], -j))]
+    while len(order) < budget:
+        free = [j for j in range(count) if j not in order]
+        order.append(max(free, key=lambda j: (min(dist[s][j] for s in order), -j)))
+    return order
+
+
+def reference_dpp(kernel: torch.Tensor, budget: int) -> list[int]:
+    """Greedy MAP by explicit log-determinants: each step adds the token maximising log det L[S ∪ {j}]."""
+    kernel = kernel.double()
+    order: list[int] = []
+    for _ in range(budget):
+        best, best_value = None, -math.inf
+        for j in range(kernel.shape[0]):
+            if j in order:
+                continue
+            subset = torch.tensor(order + [j])
+            sign, value = torch.linalg.slogdet(kernel[subset][:, subset])
+            if sign > 0 and value > best_value:
+                best, best_value = j, float(value)
+        order.append(best)
+    return order
+
+
+def random_kernel(tokens: int, rank: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(tokens, rank, generator=generator, dtype=torch.float64)
+    quality = torch.rand(tokens, generator=generator, dtype=torch.float64) + 0.1
+    return quality[:, None] * (features @ features.T) * quality[None, :]
+
+
+def on_circle(degrees: list[float], scales: list[float]) -> torch.Tensor:
+    angles = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    return torch.stack([angles.cos(), angles.sin()], dim=1) * torch.tensor(scales, dtype=torch.float64)[:, None]
+
+
+# --- DivPrune ----------------------------------------------------------------------------------
+
+
+def test_divprune_hand_worked_circle():
+    # Directions 0°, 20°, 40°, 180°: 180° has the farthest nearest neighbour (140°); then 0° is farthest
+    # from it (2 vs 1.94, 1.77); then 40° (min 0.234 via 0°) beats 20° (min 0.060). Norms do not matter.
+    features = on_circle([0, 20, 40, 180], [1.0, 3.0, 0.5, 2.0])
+    assert divprune_order(features, 3).tolist() == [3, 0, 2]
+    assert divprune_select(features, 3).tolist() == [0, 2, 3]
+
+
+def test_divprune_never_picks_a_duplicate_twice():
+    # [a, a, b]: b first, then a (index 0); every remaining score is then 0, where the official would
+    # pick token 0 again. Here the duplicate (index 1) comes next.
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert divprune_order(features, 3).tolist() == [2, 0, 1]
+    duplicated = torch.randn(5, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1)
+    assert divprune_select(duplicated, 15).tolist() == list(range(15))
+    assert len(set(divprune_select(duplicated, 9).tolist())) == 9
+
+
+def test_divprune_ties_go_to_the_lowest_index():
+    # Four directions at right angles (exact in floats): every nearest-neighbour distance is 1, so
+    # token 0 comes first; its opposite (index 2) is then farthest, and the other two tie at distance 1
+    # from both: index 1 wins.
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    assert divprune_order(features, 4).tolist() == [0, 2, 1, 3]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_divprune_matches_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(24, 6, generator=generator, dtype=torch.float64)
+    assert divprune_order(features, 10).tolist() == reference_divprune(features, 10)
+
+
+# --- CDPruner ------------------------------------------------------------------------------------
+
+
+def test_relevance_is_negated_and_min_max_normalised():
+    # Cosines with the text: +1, −1, 0 → negated −1, 1, 0 → (r + 1 + 1e-6) / 2.
+    text = torch.tensor([[1.0, 0.0]])
+    image = torch.tensor([[2.0, 0.0], [-1.0, 0.0], [0.0, 5.0]])
+    relevance = query_relevance(image, text)
+    assert relevance.argmax().item() == 1  # the token least similar to the text
+    expected = torch.tensor([1e-6 / 2, (2 + 1e-6) / 2, (1 + 1e-6) / 2])
+    torch.testing.assert_close(relevance, expected)
+
+
+def test_relevance_averages_the_text_chunks():
+    # Mean cosine over two chunks: token 0 = (1 + 0)/2, token 1 = (0 + 1)/2, token 2 = (−1 − 1)/2.
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    relevance = query_relevance(image, text)
+    assert relevance[0] == relevance[1]
+    assert relevance.argmax().item() == 2
+
+
+def test_constant_relevance_becomes_ones():
+    relevance = query_relevance(torch.ones(4, 3), torch.randn(2, 3))
+    assert torch.equal(relevance, torch.ones(4))
+
+
+def test_dpp_on_an_orthogonal_kernel_picks_by_diagonal():
+    kernel = torch.diag(torch.tensor([0.2, 0.9, 0.5, 0.9, 0.1]))
+    assert dpp_map_greedy(kernel, 4).tolist() == [1, 3, 2, 0]
+
+
+def test_dpp_past_the_rank_fills_by_diagonal():
+    # Tokens 0, 1 share direction e1; tokens 2, 3 share e2 (rank 2). Greedy: 0 (q² = 1), then 3
+    # (0.81, orthogonal to 0); both others then have zero gain, where the official yields NaN.
+    # Fill by descending diagonal: 2 (0.64), then 1 (0.25).
+    directions = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    kernel = conditional_kernel(directions, torch.tensor([1.0, 0.5, 0.8, 0.9]))
+    assert dpp_map_greedy(kernel, 4).tolist() == [0, 3, 2, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dpp_matches_log_det_reference(seed):
+    kernel = random_kernel(16, 32, seed)
+    assert dpp_map_greedy(kernel, 12).tolist() == reference_dpp(kernel, 12)
+
+
+def test_dpp_rank_deficient_matches_reference_up_to_the_rank():
+    kernel = random_kernel(16, 5, seed=7)
+    order = dpp_map_greedy(kernel, 10).tolist()
+    assert order[:5] == reference_dpp(kernel, 5)
+    rest = sorted(set(range(16)) - set(order[:5]), key=lambda j: (-float(kernel[j, j]), j))
+    assert order[5:] == rest[:5]
+
+
+def test_cdpruner_matches_reference_pipeline():
+    generator = torch.Generator().manual_seed(3)
+    visual = torch.randn(20, 12, generator=generator)
+    image = torch.randn(20, 8, generator=generator)
+    text = torch.randn(3, 8, generator=generator)
+    quality = -torch.nn.functional.cosine_similarity(image[:, None], text[None], dim=-1).mean(-1)
+    quality = (quality - quality.min() + 1e-6) / (quality.max() - quality.min())
+    kernel = quality[:, None] * torch.nn.functional.cosine_similarity(visual[:, None], visual[None], dim=-1)
+    kernel = kernel * quality[None, :]
+    assert cdpruner_select(visual, image, text, 8).tolist() == sorted(reference_dpp(kernel, 8))
+
+
+# --- properties of both --------------------------------------------------------------------------
+
+
+def select_divprune(features, image, text, budget):
+    return divprune_select(features, budget)
+
+
+def select_cdpruner(features, image, text, budget):
+    return cdpruner_select(features, image, text, budget)
+
+
+SELECTORS = [select_divprune, select_cdpruner]
+
+
+def random_inputs(tokens: int, seed: int, rank: int = 16, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.randn(rank, 32, generator=generator)
+    features = (torch.randn(tokens, rank, generator=generator) @ basis).to(dtype)
+    return features, torch.randn(tokens, 8, generator=generator), torch.randn(2, 8, generator=generator)
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+@pytest.mark.parametrize(("tokens", "rank", "budget"), [(40, 16, 7), (40, 16, 40), (40, 4, 25), (9, 2, 9)])
+def test_exact_count_sorted_distinct_deterministic(select, tokens, rank, budget):
+    inputs = random_inputs(tokens, seed=budget, rank=rank)
+    chosen = select(*inputs, budget)
+    assert chosen.dtype == torch.long and chosen.shape == (budget,)
+    assert torch.equal(chosen, chosen.sort().values)
+    assert len(set(chosen.tolist())) == budget
+    assert 0 <= chosen.min() and chosen.max() < tokens
+    assert torch.equal(select(*inputs, budget), chosen)
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+def test_budget_n_keeps_everything(select):
+    inputs = random_inputs(30, seed=1, rank=3)
+    assert select(*inputs, 30).tolist() == list(range(30))
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+def test_half_precision_features(select):
+    features, image, text = random_inputs(30, seed=2, dtype=torch.float16)
+    assert len(set(select(features, image, text, 12).tolist())) == 12
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+@pytest.mark.parametrize(
+    "budget, error", [(0, ValueError), (31, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)]
+)
+def test_budget_is_validated(select, budget, error):
+    with pytest.raises(error, match=r"budget=.*\[1, 30\]"):
+        select(*random_inputs(30, seed=0), budget)
+
+
+def test_cdpruner_rejects_mismatched_shapes():
+    features, image, text = random_inputs(10, seed=0)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        cdpruner_select(features, image[:9], text, 3)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        cdpruner_select(features, image, text[:, :5], 3)
