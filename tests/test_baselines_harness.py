@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from conftest import compose_config
 
 from baselines.dart_prefill import dart_prefill
 from baselines.pruners import CDPrunerPruner, build_tiny_clip
 from baselines.signals import clip_text_embeds
-from conftest import compose_config
 from evoprune.harness import runner
 from evoprune.harness.models import build_byte_tokenizer
 from evoprune.harness.settings import ConfigError
