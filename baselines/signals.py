@@ -46,18 +46,17 @@ def clip_image_embeds(clip_model, post_layernorm, features: torch.Tensor) -> tor
 def clip_text_embeds(clip_model, tokenizer, text: str, chunk: int = 77) -> torch.Tensor:
     """CLIP text embeddings of ``text`` in ``chunk``-token pieces: (pieces, D), as CDPruner does.
 
-    One tokenisation with the start and end tokens, right-padded with id 0 (mask 0) to a multiple
-    of ``chunk`` and cut into pieces, so only the first piece starts with BOS and only the last
-    holds EOS; each piece's pooled output (transformers' CLIP pooling rule) through the text
-    projection.
+    One tokenisation with the start and end tokens, cut into ``chunk``-token pieces, so only the
+    first piece starts with BOS and only the last holds EOS; each piece's pooled output
+    (transformers' CLIP pooling rule) through the text projection. CDPruner right-pads the last
+    piece to ``chunk`` positions with a zero attention mask; it is run unpadded here, which gives
+    the same pooled output (CLIP's text attention is causal, so no real position sees the padding)
+    for a fraction of the cost.
     """
-    ids = tokenizer(text).input_ids
-    pieces = (len(ids) - 1) // chunk + 1
-    device = clip_model.text_projection.weight.device
-    input_ids = torch.zeros(pieces * chunk, dtype=torch.long, device=device)
-    input_ids[: len(ids)] = torch.tensor(ids, device=device)
-    attention_mask = (torch.arange(pieces * chunk, device=device) < len(ids)).long()
-    pooled = clip_model.text_model(
-        input_ids=input_ids.view(pieces, chunk), attention_mask=attention_mask.view(pieces, chunk)
-    ).pooler_output
+    ids = torch.tensor(tokenizer(text).input_ids, device=clip_model.text_projection.weight.device)
+    full = len(ids) // chunk * chunk
+    pieces = [ids[:full].view(-1, chunk)] if full else []
+    if full < len(ids):
+        pieces.append(ids[full:][None])
+    pooled = torch.cat([clip_model.text_model(input_ids=piece).pooler_output for piece in pieces])
     return clip_model.text_projection(pooled)

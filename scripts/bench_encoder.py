@@ -55,22 +55,27 @@ def encoder_flops(schedule: list[int], patches: int, prefix: int, width: int, ml
     return sum(layer_flops(n + prefix, r, width, mlp_width) for n, r in zip(counts, schedule, strict=False))
 
 
-def time_forward(model, pixels, repeats: int, warmup: int) -> float:
-    """Median seconds of one forward (CUDA: synchronised)."""
+def time_call(call, device: torch.device, repeats: int, warmup: int) -> float:
+    """Median seconds of ``call()`` under inference mode (CUDA: synchronised before and after)."""
 
     def once() -> float:
-        if pixels.is_cuda:
-            torch.cuda.synchronize()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            model(pixels, output_hidden_states=True)
-        if pixels.is_cuda:
-            torch.cuda.synchronize()
+            call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
     for _ in range(warmup):
         once()
     return statistics.median(once() for _ in range(repeats))
+
+
+def time_forward(model, pixels, repeats: int, warmup: int) -> float:
+    """Median seconds of one tower forward with ``output_hidden_states=True``, as LLaVA calls it."""
+    return time_call(lambda: model(pixels, output_hidden_states=True), pixels.device, repeats, warmup)
 
 
 def main(argv: list[str] | None = None) -> None:

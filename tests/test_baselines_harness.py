@@ -90,5 +90,21 @@ def test_long_questions_are_embedded_in_77_token_chunks():
     clip = build_tiny_clip(64, tokenizer, seed=0).eval()
     with torch.no_grad():
         short = clip_text_embeds(clip, tokenizer, "What colour is the square?")
-        long = clip_text_embeds(clip, tokenizer, "x" * 100)  # 100 bytes + BOS + EOS = 102 tokens
+        long = clip_text_embeds(clip, tokenizer, "x" * 100)  # 100 bytes + BOS = 101 tokens
     assert short.shape == (1, 32) and long.shape == (2, 32)
+
+
+def test_unpadded_last_chunk_pools_like_cdpruners_padded_one():
+    tokenizer = build_byte_tokenizer()
+    clip = build_tiny_clip(64, tokenizer, seed=0).eval()
+    text = "y" * 90  # one full chunk of 77 tokens and a shorter last one
+    ids = torch.tensor(tokenizer(text).input_ids)
+    assert 77 < len(ids) < 154
+    padded = torch.zeros(154, dtype=torch.long)
+    padded[: len(ids)] = ids
+    mask = (torch.arange(154) < len(ids)).long()
+    with torch.no_grad():
+        pooled = clip.text_model(input_ids=padded.view(2, 77), attention_mask=mask.view(2, 77)).pooler_output
+        official = clip.text_projection(pooled)
+        ours = clip_text_embeds(clip, tokenizer, text)
+    assert torch.allclose(ours, official, atol=1e-5)
