@@ -148,9 +148,8 @@ class CDPrunerPruner(Pruner):
         if self.budget is None:
             return None
         patches = tokens.hidden_states[tokens.feature_layer][0, 1:]
-        with torch.autocast(device_type=patches.device.type, enabled=False):
-            image_embeds = clip_image_embeds(self.clip, tokens.vision_tower.post_layernorm, patches.float())
-            text_embeds = clip_text_embeds(self.clip, self.tokenizer, self.question(tokens.prompt))
+        image_embeds = clip_image_embeds(self.clip, tokens.vision_tower.post_layernorm, patches)
+        text_embeds = clip_text_embeds(self.clip, self.tokenizer, self.question(tokens.prompt))
         return cdpruner_select(tokens.projected, image_embeds, text_embeds, self.budget)
 
 

@@ -38,9 +38,9 @@ def cls_attention(vision_tower, hidden_states: tuple[torch.Tensor, ...], feature
 
 
 def clip_image_embeds(clip_model, post_layernorm, features: torch.Tensor) -> torch.Tensor:
-    """CLIP-space embeddings of patch features (N, C): the vision tower's post-layernorm, then the
-    CLIP visual projection (CDPruner: layer −2 features → post_layernorm → visual_projection)."""
-    return clip_model.visual_projection(post_layernorm(features))
+    """CLIP-space embeddings of patch features (N, C): the vision tower's post-layernorm (in the
+    tower's dtype), then the CLIP visual projection in float32, as CDPruner does."""
+    return clip_model.visual_projection(post_layernorm(features).float())
 
 
 def clip_text_embeds(clip_model, tokenizer, text: str, chunk: int = 77) -> torch.Tensor:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         return cls_attention(tower, hidden_states, -2)[0].mean(0)
 
     def cdpruner(budget):
-        image_embeds = clip_image_embeds(clip, tower.post_layernorm, features.float())
+        image_embeds = clip_image_embeds(clip, tower.post_layernorm, features)
         text_embeds = clip_text_embeds(clip, tokenizer, QUESTION)
         return cdpruner_select(projected, image_embeds, text_embeds, budget)
 
