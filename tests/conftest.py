@@ -18,6 +18,18 @@ def compose_config(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Make loading tasks or a model fail the test: for checks that must come first."""
+    from evoprune.harness import runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("heavy work (tasks or model loading) started before the config was checked")
+
+    monkeypatch.setattr(runner, "load_tasks", forbidden)
+    monkeypatch.setattr(runner, "load_model", forbidden)
+
+
 @pytest.fixture(scope="session")
 def tiny_loaded():
     """The default tiny LLaVA on CPU in float32 (built once per session)."""

@@ -69,12 +69,7 @@ def test_dart_prefill_prunes_from_its_layer_on(tiny_loaded):
         (["pruner=cdpruner", "budget=64", "pruner.clip=null"], "pruner.clip.path=openai/clip-vit-large-patch14-336"),
     ],
 )
-def test_budgets_and_options_a_method_cannot_honour_fail_before_loading(overrides, message, monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("heavy work started before the pruner was checked")
-
-    monkeypatch.setattr(runner, "load_tasks", forbidden)
-    monkeypatch.setattr(runner, "load_model", forbidden)
+def test_budgets_and_options_a_method_cannot_honour_fail_before_loading(overrides, message, no_heavy_work):
     with pytest.raises(ConfigError) as caught:
         runner.evaluate(compose_config(*overrides))
     assert message in str(caught.value)

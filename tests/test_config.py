@@ -92,12 +92,7 @@ def test_table3_presets_switch_off_their_terms(preset):
         ("pruner.metric=values", "metric='values'"),
     ],
 )
-def test_bad_evoprune_options_fail_before_loading(override, message, monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("heavy work started before the pruner options were checked")
-
-    monkeypatch.setattr(runner, "load_tasks", forbidden)
-    monkeypatch.setattr(runner, "load_model", forbidden)
+def test_bad_evoprune_options_fail_before_loading(override, message, no_heavy_work):
     with pytest.raises(ConfigError) as caught:
         runner.evaluate(compose_config("pruner=evoprune", "budget=32", override))
     assert message in str(caught.value)
@@ -116,12 +111,7 @@ def test_bad_limit(limit):
         check_config(cfg)
 
 
-def test_bad_budget_fails_before_tasks_or_model_load(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("heavy work started before the config was checked")
-
-    monkeypatch.setattr(runner, "load_tasks", forbidden)
-    monkeypatch.setattr(runner, "load_model", forbidden)
+def test_bad_budget_fails_before_tasks_or_model_load(no_heavy_work):
     with pytest.raises(ConfigError, match="budget"):
         runner.evaluate(compose_config("budget=600"))
 
