@@ -18,6 +18,23 @@ def compose_config(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def scripted_lmms(reply):
+    """An lmms-eval model answering each generate_until request with ``reply(model, request)``."""
+    from lmms_eval.api.model import lmms
+
+    class Scripted(lmms):
+        def generate_until(self, requests):
+            return [reply(self, request) for request in requests]
+
+        def loglikelihood(self, requests):
+            raise TypeError("the scripted test model answers generate_until requests only")
+
+        def generate_until_multi_round(self, requests):
+            raise TypeError("the scripted test model answers single-round requests only")
+
+    return Scripted()
+
+
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Make loading tasks or a model fail the test: for checks that must come first."""

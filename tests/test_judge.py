@@ -13,6 +13,7 @@ import os
 import time
 
 import pytest
+from conftest import scripted_lmms
 
 from evoprune.harness.judge import (
     DEFAULT_JUDGE_MODEL,
@@ -260,19 +261,7 @@ def no_network(monkeypatch):
 
 def canned_model(replies: dict[str, list[str]]):
     """An lmms model answering request i of a task with replies[task][doc_id]."""
-    from lmms_eval.api.model import lmms
-
-    class Canned(lmms):
-        def generate_until(self, requests):
-            return [replies[request.args[4]][request.args[3]] for request in requests]
-
-        def loglikelihood(self, requests):
-            raise NotImplementedError
-
-        def generate_until_multi_round(self, requests):
-            raise NotImplementedError
-
-    return Canned()
+    return scripted_lmms(lambda model, request: replies[request.args[4]][request.args[3]])
 
 
 def local_split(tmp_path, name: str, split: str, rows: list[dict]) -> dict:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import scripted_lmms
 from PIL import Image
 
 from evoprune.harness import smoke_data
@@ -259,29 +260,17 @@ def test_corrupt_image_raises_in_copied_task_folder(tmp_path, data_dir):
 
 
 def test_simple_evaluate_reports_metrics(data_dir):
-    from lmms_eval.api.model import lmms
     from lmms_eval.evaluator import simple_evaluate
 
-    class HalfRight(lmms):
-        """Answers even-numbered docs with the target and odd ones with junk."""
-
-        def loglikelihood(self, requests):
-            raise NotImplementedError
-
-        def generate_until_multi_round(self, requests):
-            raise NotImplementedError
-
-        def generate_until(self, requests):
-            replies = []
-            for request in requests:
-                _, _, doc_to_visual, doc_id, task, split = request.args
-                doc = self.task_dict[task][split][doc_id]
-                doc_to_visual(doc)
-                replies.append(doc["answer"] if doc_id % 2 == 0 else "zzz")
-            return replies
+    def half_right(model, request):
+        """The target for even-numbered docs, junk for odd ones (after loading the image)."""
+        _, _, doc_to_visual, doc_id, task, split = request.args
+        doc = model.task_dict[task][split][doc_id]
+        doc_to_visual(doc)
+        return doc["answer"] if doc_id % 2 == 0 else "zzz"
 
     results = simple_evaluate(
-        model=HalfRight(), tasks=["smoke_image"], task_manager=_task_manager(TASK_DIR), bootstrap_iters=0
+        model=scripted_lmms(half_right), tasks=["smoke_image"], task_manager=_task_manager(TASK_DIR), bootstrap_iters=0
     )
     scores = results["results"]
     assert scores["smoke_vqa"]["exact_match,none"] == pytest.approx(0.5)
