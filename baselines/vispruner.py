@@ -43,9 +43,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from baselines.fastervlm import attention_order, check_budget, check_scores
+from baselines.checks import check_budget
+from baselines.fastervlm import attention_order, check_scores
 
-# Most tokens one round of the diverse loop removes (hard-coded in the official code).
+# Most tokens one round of the diverse loop removes (a constant of the official code).
 MAX_REMOVED_PER_ROUND = 8
 
 
