@@ -261,3 +261,26 @@ def test_proportional_attention_equals_attending_duplicated_tokens():
     assert torch.allclose(weighted, reference[:, :5], atol=1e-5)
     assert torch.allclose(fused, weighted, atol=1e-5)
     assert torch.allclose(probs.sum(-1), torch.ones(1, 2, 5))
+
+
+def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
+    """The README's two lines on a whole LLaVA: HF's own generate matches the harness pipeline."""
+    from PIL import Image
+
+    from evoprune.harness.pipeline import _input_ids_with_image_run, build_prompt, generate
+    from evoprune.harness.pruning import Pruner
+
+    image = Image.new("RGB", (300, 200), (10, 200, 30))
+    prompt = build_prompt(tiny_loaded.prompt_template, "What is shown?")
+    tower = tiny_loaded.model.model.vision_tower
+    evoprune.patch(tower, 32)
+    try:
+        ids = _input_ids_with_image_run(tiny_loaded, prompt, 32)[None]
+        pixels = tiny_loaded.image_processor(image, return_tensors="pt").pixel_values
+        with torch.no_grad():
+            out = tiny_loaded.model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, do_sample=False)
+        ours = generate(tiny_loaded, Pruner(None), image, "What is shown?", max_new_tokens=6, until=[])
+    finally:
+        evoprune.unpatch(tower)
+    assert ours.visual_tokens_after == 32
+    assert tiny_loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == ours.text
