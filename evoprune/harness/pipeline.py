@@ -117,13 +117,18 @@ def generate(
             if token in eos_ids:
                 break
             generated.append(token)
-            text, stopped = _truncate_at_stop(loaded.tokenizer.decode(generated, skip_special_tokens=True), until)
-            if stopped or len(generated) == max_new_tokens:
+            if until:  # stop strings need the text so far; without them it is decoded once, after the loop
+                text, stopped = _truncate_at_stop(loaded.tokenizer.decode(generated, skip_special_tokens=True), until)
+                if stopped:
+                    break
+            if len(generated) == max_new_tokens:
                 break
             out = model.language_model(input_ids=next_id[:, None], past_key_values=past, use_cache=True)
             past = out.past_key_values
             next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
 
+    if not until:
+        text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
     return Generation(
         text=text.strip(),
         times=timer.result(),
