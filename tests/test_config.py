@@ -46,13 +46,19 @@ def test_cfg_job_prints_composed_config():
 
 
 @pytest.mark.parametrize(
-    "group, choice, listed",
-    [("model", "nope", "tiny_llava"), ("pruner", "nope", "none"), ("benchmark", "nope", "smoke_image")],
+    "override, listed",
+    [
+        ("model=nope", "tiny_llava"),
+        ("pruner=nope", "none"),
+        ("benchmark=nope", "smoke_image"),
+        ("+experiment=nope", "table1, table1_smoke"),
+    ],
 )
-def test_unknown_group_choice_lists_the_options(group, choice, listed):
-    result = run_py(f"{group}={choice}")
-    assert result.returncode != 0
-    assert f"Could not find '{group}/{choice}'" in result.stderr
+def test_unknown_group_choice_lists_the_options(override, listed):
+    result = run_py(override)
+    group = override.lstrip("+").split("=")[0]
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {group}='nope' is not one of: ")
     assert listed in result.stderr
 
 

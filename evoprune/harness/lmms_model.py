@@ -19,6 +19,7 @@ from tqdm import tqdm
 from evoprune.harness.models import LoadedModel
 from evoprune.harness.pipeline import generate
 from evoprune.harness.pruning import Pruner
+from evoprune.harness.resume import Journal
 
 ERROR_ANSWER = "[sample error: see samples.jsonl]"
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -36,6 +37,7 @@ class SampleRecord:
     visual_tokens_before: int | None = None
     visual_tokens_after: int | None = None
     error: str | None = None
+    from_journal: bool = False  # answered by an earlier, interrupted process of the same run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,17 +64,38 @@ class PrunedLlava(lmms):
 
     ``warmup`` untimed generations on the first request run before timing starts, so one-off
     costs (CUDA context, kernel selection, allocator growth) do not land in the first sample.
+    With a ``journal``, samples it holds are answered from it, and every newly answered sample is
+    appended to it before the next one starts.
     """
 
-    def __init__(self, loaded: LoadedModel, pruner: Pruner, warmup: int = 1, progress: bool = True):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        pruner: Pruner,
+        warmup: int = 1,
+        progress: bool = True,
+        journal: Journal | None = None,
+    ):
         super().__init__()
         self.loaded = loaded
         self.pruner = pruner
         self.warmup = warmup
         self.progress = progress
+        self.journal = journal
         self.records: list[SampleRecord] = []
 
     def _answer(self, request: Instance) -> SampleRecord:
+        question, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+        if self.journal is not None:
+            journaled = self.journal.lookup(task, doc_id, question)
+            if journaled is not None:
+                return SampleRecord(**{**journaled, "from_journal": True})
+        record = self._compute(request)
+        if self.journal is not None:
+            self.journal.append(record.to_dict())
+        return record
+
+    def _compute(self, request: Instance) -> SampleRecord:
         question, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         record = SampleRecord(task=task, doc_id=int(doc_id), prompt=question)
         try:
@@ -94,13 +117,14 @@ class PrunedLlava(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers = []
-        errors = 0
+        errors = resumed = 0
         bar = tqdm(requests, desc="samples", unit="sample", disable=not self.progress, dynamic_ncols=True)
         for request in bar:
             record = self._answer(request)
             self.records.append(record)
             errors += record.error is not None
-            bar.set_postfix(errors=errors)
+            resumed += record.from_journal
+            bar.set_postfix(errors=errors, resumed=resumed)
             answers.append(record.answer)
         return answers
 

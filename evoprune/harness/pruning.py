@@ -76,3 +76,21 @@ def build_pruner(pruner_cfg, budget: int | None) -> Pruner:
         return pruners[method](budget, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"pruner {pruner_cfg['name']!r}: {err}") from err
+
+
+def locate_pruner_weights(pruner_cfg) -> None:
+    """Raise `ModelUnavailableError` at once when the pruner needs weights that are not on disk.
+
+    Today only CDPruner has any: the full CLIP named by ``pruner.clip`` (``kind: hf``).
+    """
+    from evoprune.harness.models import ModelUnavailableError, local_snapshot
+
+    clip = pruner_cfg.get("clip")
+    if not clip or clip.get("kind") != "hf" or clip.get("download", False):
+        return
+    if local_snapshot(clip["path"]) is None:
+        raise ModelUnavailableError(
+            f"pruner {pruner_cfg['name']!r} needs the CLIP {clip['path']!r}, which is not on disk: download it "
+            f"where the Hub is reachable and set pruner.clip.path=/local/dir (or model.clip.path=…), or "
+            f"pruner.clip.download=true on a machine with Hub access"
+        )

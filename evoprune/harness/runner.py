@@ -3,6 +3,10 @@
 Everything that can fail on bad input (config values, missing datasets, missing weights) fails in
 that order, before the next heavier step starts. Evaluation goes through lmms-eval's Python API
 (`simple_evaluate` with a model instance) because its CLI exits 0 when evaluation fails.
+
+Runs resume (`resume.py`): a complete run of the same config and code is skipped, an interrupted
+one continues from its journal. Within one process (a Hydra multirun with the basic launcher)
+lmms-eval's task index and the last loaded model are kept between runs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +23,12 @@ from omegaconf import OmegaConf
 
 from evoprune.harness.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.lmms_model import PrunedLlava
-from evoprune.harness.models import load_model, locate_weights, resolve_device, resolve_dtype
+from evoprune.harness.models import LoadedModel, load_model, locate_weights, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
-from evoprune.harness.pruning import build_pruner
+from evoprune.harness.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
-from evoprune.harness.settings import ConfigError, check_config
+from evoprune.harness.resume import RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
+from evoprune.harness.settings import ConfigError, check_config, check_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NATIVE_RUN = "none-all"
@@ -49,13 +55,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@lru_cache(maxsize=4)
+def task_manager(include_path: str | None, include_defaults: bool):
+    """lmms-eval's task index (slow to build: it parses every task YAML), once per process."""
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager(verbosity="WARNING", include_path=include_path, include_defaults=include_defaults)
+
+
 def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
     """lmms-eval task objects for the benchmark (datasets loaded now, before the model).
 
     The judge plan decides how judged tasks are built and sets the env vars lmms-eval reads
     while it loads them.
     """
-    from lmms_eval.tasks import TaskManager, get_task_dict
+    from lmms_eval.tasks import get_task_dict
 
     include_path = benchmark_cfg.include_path
     if include_path is not None:
@@ -64,9 +78,7 @@ def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
         from evoprune.harness.smoke_data import ensure_smoke_data
 
         ensure_smoke_data()
-    manager = TaskManager(
-        verbosity="WARNING", include_path=include_path, include_defaults=benchmark_cfg.lmms_eval_builtin_tasks
-    )
+    manager = task_manager(include_path, bool(benchmark_cfg.lmms_eval_builtin_tasks))
     names = list(benchmark_cfg.tasks)
     unknown = [name for name in names if name not in manager.all_tasks]
     if unknown:
@@ -132,6 +144,21 @@ def _native_comparison(cfg, latency_meta: dict) -> tuple[dict | None, str | None
     return native, None
 
 
+_loaded_model: dict[str, LoadedModel] = {}
+
+
+def cached_model(model_cfg, device, dtype, seed: int) -> LoadedModel:
+    """`load_model`, keeping the last model loaded in this process for the next run that asks for it.
+
+    Pruners patch in `attach` and restore in `detach`, so a kept model is the pristine one.
+    """
+    key = json.dumps([OmegaConf.to_container(model_cfg, resolve=True), str(device), str(dtype), seed], sort_keys=True)
+    if key not in _loaded_model:
+        _loaded_model.clear()  # hold at most one model (a 7B one fills a GPU)
+        _loaded_model[key] = load_model(model_cfg, device, dtype, seed)
+    return _loaded_model[key]
+
+
 def _quiet_lmms_eval(level: str) -> None:
     """lmms-eval logs through loguru at DEBUG by default; keep the console to ``level`` and up."""
     from loguru import logger
@@ -140,18 +167,35 @@ def _quiet_lmms_eval(level: str) -> None:
     logger.add(sys.stderr, level=level)
 
 
+def _skip(plan: RunPlan) -> int:
+    record = plan.complete
+    errors = f", {record['errors']} sample error(s)" if record["errors"] else ""
+    print(
+        f"complete: {plan.folder} ({record['samples']} samples{errors}, finished {record['completed_at']}) "
+        "— skipped; resume=false recomputes it"
+    )
+    return 1 if record["errors"] else 0
+
+
 def evaluate(cfg) -> int:
     """Run the composed config; return the process exit code (1 when any sample failed)."""
     check_config(cfg)
+    target = run_dir(cfg)
+    plan = plan_run(cfg, target)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    if plan.complete is not None:
+        return _skip(plan)
     pruner = build_pruner(cfg.pruner, cfg.budget)
     _quiet_lmms_eval(cfg.log_level)
     locate_weights(cfg.model)
-    plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
-    task_dict = load_tasks(cfg.benchmark, plan)
+    locate_pruner_weights(cfg.pruner)
+    judge_plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
+    task_dict = load_tasks(cfg.benchmark, judge_plan)
     _seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    loaded = load_model(cfg.model, device, dtype, cfg.seed)
+    loaded = cached_model(cfg.model, device, dtype, cfg.seed)
     if loaded.num_visual_tokens != cfg.model.num_visual_tokens:
         raise ConfigError(
             f"model.num_visual_tokens={cfg.model.num_visual_tokens} but the loaded model feeds "
@@ -161,7 +205,9 @@ def evaluate(cfg) -> int:
         pruner.attach(loaded.model)
     except ValueError as err:  # e.g. a schedule window the model's layer count cannot hold
         raise ConfigError(f"pruner {cfg.pruner.name!r}: {err}") from err
-    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress)
+    journal = plan.journal
+    journal.start()
+    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal)
     from lmms_eval.evaluator import simple_evaluate
 
     try:
@@ -177,13 +223,17 @@ def evaluate(cfg) -> int:
             verbosity=cfg.log_level,
         )
     finally:
+        journal.close()
         pruner.detach(loaded.model)
     if results is None:
         raise RuntimeError("lmms-eval returned no results")
 
     metric_names = {name: [m["metric"] for m in task.config.metric_list] for name, task in task_dict.items()}
     rows = join_records(lm.records, results["samples"], metric_names)
-    metrics = task_metrics(results, rows, plan)
+    metrics = task_metrics(results, rows, judge_plan)
+    resumed = sum(row["from_journal"] for row in rows)
+    metrics["resumed_samples"] = resumed
+    metrics["journal_lines_rejected"] = len(journal.rejected)
     latency = latency_summary(rows)
     latency["meta"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -201,14 +251,16 @@ def evaluate(cfg) -> int:
         [cfg.model.name, cfg.benchmark.name, f"pruner={cfg.pruner.name} budget={budget}", latency["meta"]["device"]]
     )
     summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
+    if resumed:
+        summary += f"\n({resumed} of {len(rows)} samples re-used from the journal of an interrupted run)"
 
-    target = run_dir(cfg)
     with staged_directory(target) as staging:
-        write_text(staging / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(staging / "config.yaml", OmegaConf.to_yaml(redacted_config(cfg)))
         write_jsonl(staging / "samples.jsonl", rows)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "latency.json", latency)
         write_text(staging / "summary.txt", summary + "\n")
+        write_json(staging / RUN_RECORD, completion_record(plan.identity, len(rows), metrics["errors"], resumed))
     print(summary)
     print(f"\nresults: {target}")
     if metrics["errors"]:

@@ -1,10 +1,93 @@
-"""Checks on the composed config that must pass before any data or model is loaded."""
+"""Checks on the composed config that must pass before any data or model is loaded.
+
+The top-level fields have a typed schema (`TopLevel`, an OmegaConf structured config). It is
+applied here, in `check_config`, rather than in Hydra's defaults list, so a bad value ends in the
+harness's own ``error: …`` line and exit status 2 instead of Hydra's generic composition error.
+Types come from the schema; ranges and the checks that need the machine (device) follow it.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import Enum
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and what it accepts."""
+
+
+class DType(Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class LogLevel(Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+@dataclass
+class JudgeFields:
+    api_type: str | None = None
+    api_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class TopLevel:
+    """The types of `configs/config.yaml`'s top-level fields (their defaults and meaning live there)."""
+
+    budget: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: DType = DType.auto
+    limit: int | None = None
+    warmup: int = 1
+    progress: bool = True
+    log_level: LogLevel = LogLevel.WARNING
+    output_dir: str = "results/runs"
+    resume: bool = True
+    judge: JudgeFields = field(default_factory=JudgeFields)
+
+
+# What each field accepts, for messages (the schema's own message says the type).
+ACCEPTED = {
+    "budget": "an integer number of visual tokens, or null for all",
+    "seed": "an integer in [0, 2**32 - 1]",
+    "device": "auto, cpu, cuda or cuda:<index>",
+    "dtype": ", ".join(d.value for d in DType),
+    "limit": "a positive integer (samples per task) or null for all samples",
+    "warmup": "an integer >= 0",
+    "progress": "true or false",
+    "log_level": ", ".join(level.value for level in LogLevel),
+    "output_dir": "a directory path",
+    "resume": "true or false",
+    "judge": "a mapping with api_type, api_url, api_key, model (strings or null)",
+}
+SEED_MAX = 2**32 - 1
+
+
+def check_types(cfg) -> None:
+    """Apply the `TopLevel` schema to ``cfg``'s top-level fields; the first bad one raises."""
+    for spec in fields(TopLevel):
+        if spec.name not in cfg:
+            raise ConfigError(f"the config has no top-level field {spec.name!r}; configs/config.yaml must define it")
+        schema = OmegaConf.structured(TopLevel)
+        try:
+            OmegaConf.merge(schema, {spec.name: cfg[spec.name]})
+        except ValidationError as err:
+            shown = "secret" if spec.name == "judge" else repr(OmegaConf.to_container(cfg, resolve=True)[spec.name])
+            raise ConfigError(
+                f"{spec.name}={shown} is invalid ({err.msg.splitlines()[0]}); accepted: {ACCEPTED[spec.name]}"
+            ) from None
 
 
 def check_budget(budget, num_visual_tokens: int, pruner_method: str) -> None:
@@ -36,7 +119,37 @@ def check_limit(limit) -> None:
         raise ConfigError(f"limit={limit!r} must be a positive integer (samples per task) or null for all samples")
 
 
+def check_ranges(cfg) -> None:
+    """Ranges of the typed fields (after `check_types`)."""
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"seed={cfg.seed} is out of range; accepted: {ACCEPTED['seed']}")
+    if cfg.warmup < 0:
+        raise ConfigError(f"warmup={cfg.warmup} is negative; accepted: {ACCEPTED['warmup']}")
+    check_limit(cfg.limit)
+
+
+def check_device(name: str):
+    """The torch device ``name`` stands for on this machine; ConfigError when it is not usable here."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={name!r} is not a device; accepted: {ACCEPTED['device']}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name!r} is not supported; accepted: {ACCEPTED['device']}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def check_config(cfg) -> None:
     """Every check that needs no model, data or network."""
     check_budget(cfg.budget, cfg.model.num_visual_tokens, cfg.pruner.method)
-    check_limit(cfg.limit)
+    check_types(cfg)
+    check_ranges(cfg)
+    check_device(cfg.device)
