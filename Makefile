@@ -3,7 +3,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean table1 sweep
+
+# Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task.
+# The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
+# weights or data) stops before rendering, 1 (some sample failed) still renders, then fails.
+SWEEP_ARGS = $(if $(LIMIT),limit=$(LIMIT))
 
 install: $(INSTALLED)
 
@@ -18,6 +23,15 @@ demo: $(INSTALLED)
 ## Test suite (what CI runs).
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+## The paper's Table 1: sweep (Native + 6 methods x {128, 64, 32}) then render results/tables/.
+table1: $(INSTALLED)
+	$(MAKE) --no-print-directory sweep EXPERIMENT=table1$(if $(SMOKE),_smoke)
+
+sweep:
+	@status=0; $(PY) run.py -m +experiment=$(EXPERIMENT) $(SWEEP_ARGS) || status=$$?; \
+	if [ $$status -ne 0 ] && [ $$status -ne 1 ]; then exit $$status; fi; \
+	$(PY) scripts/render_table.py +experiment=$(EXPERIMENT) $(SWEEP_ARGS) && exit $$status
 
 ## Lint and format check.
 lint: $(INSTALLED)

@@ -19,9 +19,29 @@ Deliberate deviations from the official code:
 - Rank guard: the official loop has no early stop. Once the best remaining conditional gain d_j² is
   zero or negative (the kernel's numerical rank is used up) it divides by √d_j² and yields NaN,
   after which ``argmax`` repeats picks, so fewer than ``budget`` distinct tokens come back. Here the
-  greedy stops at the first step whose best gain is not above ``n · eps(dtype) · max(diag L)``
-  (roundoff level), and the remaining slots are filled with the unpicked tokens in descending order
+  greedy stops at the first step whose best gain is not above ``GAIN_FLOOR · eps(dtype) · max(diag L)``
+  (`gain_floor`), and the remaining slots are filled with the unpicked tokens in descending order
   of diag L = r_i² (the quality term alone; ties to the lower index).
+
+  GAIN_FLOOR comes from measuring what the greedy yields past an exact rank (scratch script, not kept):
+  kernels built as here (unit features of exact rank k in 1024 or 4096 dimensions, normalised and
+  multiplied in the kernel's dtype; relevance min-max normalised, so max diag ≈ 1), the greedy run
+  without a guard, the best gain at step k (the first past the rank) recorded in units of eps(dtype) ·
+  max diag. Random mixtures of k directions, N = 576 (k = 4 … 520), 169 (k = 4 … 126) and 64 (k = 4 …
+  48), 300 seeds each, float32 and float64: median 0.3–7, 99th percentile ≤ 16, largest 28.5. The
+  figures are the same in float32 and float64 and do not grow with N (nor with the feature dimension);
+  they grow mildly with k up to about N/4 and fall as k nears N. k exact copies of k distinct tokens: at
+  most 7.5. 2000 seeds at each of the worst settings (N = 576 with k = 64 and 144, float32 and float64;
+  N = 169, k = 84; N = 64, k = 16): 99.9th percentile ≤ 24.4, largest 37.7, 1 of 10,000 above 32 and
+  none above 64. Hence GAIN_FLOOR = 64: 1.7× the largest roundoff gain seen, 2.6× the 99.9th percentile.
+  The old floor, N · eps · max diag, sat at N = 576 (576 eps, 6.9e-5 in float32) 15–200× above the
+  roundoff actually left (at N = 169 10–70×; at N = 64 it equals the new floor), so it could stop on a
+  real gain of near-duplicate features. A roundoff gain that clears the floor by chance is benign: it is
+  positive, so no NaN follows, the picked mask still forbids repeats, and the official loop would pick
+  it too; only the fill order of the remaining zero-gain tokens changes. Real gains at or below 64 eps ·
+  max diag (7.6e-6 in float32) still end the greedy phase: there they cannot be told from roundoff. The
+  floor assumes the kernel was computed in its own dtype: a float32 kernel cast to float64 carries
+  float32 roundoff, far above the float64 floor.
 - Constant relevance: the official's (r − min + 1e-6) / 0 is infinite and the kernel NaN; here a
   constant relevance becomes all ones (pure diversity).
 - dtype: the official normalises the projected features in the model dtype (float16) before casting
@@ -43,6 +63,7 @@ import torch.nn.functional as F
 from baselines.checks import check_budget
 
 RELEVANCE_OFFSET = 1e-6  # added to the numerator of the official min-max normalisation
+GAIN_FLOOR = 64  # the greedy stops at a best gain <= GAIN_FLOOR * eps * max diag (module docstring)
 
 
 def query_relevance(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
@@ -63,6 +84,12 @@ def conditional_kernel(visual_features: torch.Tensor, relevance: torch.Tensor) -
     return relevance[:, None] * (unit @ unit.T) * relevance[None, :]
 
 
+def gain_floor(kernel: torch.Tensor) -> torch.Tensor:
+    """The rank guard's threshold for ``kernel``: GAIN_FLOOR · eps(dtype) · max(diag), a 0-d tensor.
+    Conditional gains at or below it are roundoff (see the module docstring)."""
+    return GAIN_FLOOR * torch.finfo(kernel.dtype).eps * kernel.diagonal().max().clamp_min(0)
+
+
 def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
     """Chen et al. (2018) fast greedy DPP MAP on an (N, N) PSD ``kernel``: ``budget`` distinct indices
     in selection order. Past the kernel's numerical rank the rest are the unpicked indices by
@@ -72,7 +99,7 @@ def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
     tokens = kernel.shape[0]
     budget = check_budget(budget, tokens)
     diagonal = kernel.diagonal()
-    tolerance = tokens * torch.finfo(kernel.dtype).eps * diagonal.max().clamp_min(0)
+    tolerance = gain_floor(kernel)
     gains = diagonal.clone()
     basis = kernel.new_zeros(budget, tokens)
     picked = torch.zeros(tokens, dtype=torch.bool, device=kernel.device)

@@ -54,11 +54,15 @@ def dart_prefill(
     layer: int = 2,
     num_pivots: int = 4,
     num_text_pivots: int = 4,
+    pivot_order: str = "official",
+    count: str = "exact",
 ) -> tuple[BaseModelOutputWithPast, int]:
     """Prefill ``language_model`` (a transformers LlamaModel / Qwen2Model) with DART pruning.
 
     Returns the model output (last hidden state of the kept sequence, the KV cache) and the
-    number of image tokens kept (``budget``).
+    number of image tokens kept (``budget`` with ``count="exact"``). ``pivot_order`` and ``count``:
+    see `baselines.dart`; the official pivot order uses the image's and the text's absolute
+    positions in this sequence.
     """
     implementation = language_model.config._attn_implementation
     if implementation not in SUPPORTED_ATTENTION:
@@ -89,6 +93,10 @@ def dart_prefill(
         text_keys=keys[end:],
         text_hidden=normed[end:],
         num_text_pivots=num_text_pivots,
+        pivot_order=pivot_order,
+        count=count,
+        image_start=start,
+        text_start=end,
     )
     keep = torch.cat([positions[:start], start + kept_image.to(positions.device), positions[end:]])
     hidden = _run_layers(layers[layer:], hidden[:, keep], keep, cache, language_model.rotary_emb)

@@ -13,6 +13,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from baselines.cdpruner import cdpruner_select
+from baselines.dart import check_options
 from baselines.dart_prefill import dart_prefill
 from baselines.divprune import divprune_select
 from baselines.fastervlm import fastervlm_select
@@ -62,11 +63,21 @@ class DivPrunePruner(Pruner):
 class DARTPruner(Pruner):
     name = "dart"
 
-    def __init__(self, budget: int | None, layer: int = 2, num_pivots: int = 4, num_text_pivots: int = 4):
+    def __init__(
+        self,
+        budget: int | None,
+        layer: int = 2,
+        num_pivots: int = 4,
+        num_text_pivots: int = 4,
+        pivot_order: str = "official",
+        count: str = "exact",
+    ):
         super().__init__(budget)
+        check_options(pivot_order, count)
         if budget is not None and budget < num_pivots:
             raise ValueError(f"budget={budget} is below DART's num_pivots={num_pivots}: the pivots are always kept")
         self.layer, self.num_pivots, self.num_text_pivots = layer, num_pivots, num_text_pivots
+        self.pivot_order, self.count = pivot_order, count
 
     def prefill(self, language_model, inputs_embeds: torch.Tensor, image_mask: torch.Tensor):
         if self.budget is None:
@@ -79,6 +90,8 @@ class DARTPruner(Pruner):
             layer=self.layer,
             num_pivots=self.num_pivots,
             num_text_pivots=self.num_text_pivots,
+            pivot_order=self.pivot_order,
+            count=self.count,
         )
 
 

@@ -6,7 +6,14 @@ import math
 import pytest
 import torch
 
-from baselines.cdpruner import cdpruner_select, conditional_kernel, dpp_map_greedy, query_relevance
+from baselines.cdpruner import (
+    GAIN_FLOOR,
+    cdpruner_select,
+    conditional_kernel,
+    dpp_map_greedy,
+    gain_floor,
+    query_relevance,
+)
 from baselines.divprune import divprune_order, divprune_select
 
 # --- slow references ---------------------------------------------------------------------------
@@ -150,6 +157,73 @@ def test_dpp_rank_deficient_matches_reference_up_to_the_rank():
     assert order[:5] == reference_dpp(kernel, 5)
     rest = sorted(set(range(16)) - set(order[:5]), key=lambda j: (-float(kernel[j, j]), j))
     assert order[5:] == rest[:5]
+
+
+def near_duplicates(tokens: int, groups: int, gain_in_eps: float, dtype=torch.float32):
+    """Unit features: ``groups`` orthonormal directions (tokens 0 … groups−1), exact copies of them
+    (cycling, up to the last ``groups`` tokens) and, last, one near-duplicate per direction, tilted
+    towards a fresh direction so that its conditional gain once its direction is picked is
+    ``gain_in_eps`` · eps(dtype) at relevance 0.9 (the others at 1). Randomly rotated, so that no
+    entry is exact. Returns the kernel and the near-duplicates' indices."""
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 2 * groups, generator=generator, dtype=torch.float64)).Q.T
+    quality = 0.9
+    sin2 = gain_in_eps * torch.finfo(dtype).eps / quality**2  # gain = quality² · sin²(tilt)
+    tilt = math.asin(math.sqrt(sin2))
+    copies = [basis[i % groups] for i in range(tokens - groups)]
+    near = [math.cos(tilt) * basis[i] + math.sin(tilt) * basis[groups + i] for i in range(groups)]
+    features = torch.stack(copies + near).to(dtype)
+    relevance = torch.ones(tokens, dtype=dtype)
+    relevance[-groups:] = quality
+    kernel = (
+        relevance[:, None]
+        * (torch.nn.functional.normalize(features, dim=-1) @ torch.nn.functional.normalize(features, dim=-1).T)
+        * relevance[None, :]
+    )
+    return kernel, list(range(tokens - groups, tokens))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dpp_keeps_picking_real_gains_between_the_new_and_the_old_floor(dtype):
+    # 576 tokens: 8 directions, 560 exact copies, 8 near-duplicates whose gain is 2 × the floor (128 eps),
+    # below the old floor N · eps · max diag (576 eps). The greedy must pick the 8 directions, then
+    # the 8 near-duplicates (the fill by diagonal would take copies: diagonal 1 against 0.81).
+    kernel, near = near_duplicates(576, 8, gain_in_eps=2 * GAIN_FLOOR, dtype=dtype)
+    eps = torch.finfo(dtype).eps
+    assert gain_floor(kernel) < 2 * GAIN_FLOOR * eps < 576 * eps * kernel.diagonal().max()
+    order = dpp_map_greedy(kernel, 20).tolist()
+    assert sorted(i % 8 for i in order[:8]) == list(range(8))  # one token per direction
+    assert sorted(order[8:16]) == near
+    assert len(set(order)) == 20
+    # A hair below the floor, the same near-duplicates are roundoff to the guard: it stops, fills by diagonal.
+    kernel, near = near_duplicates(576, 8, gain_in_eps=GAIN_FLOOR / 2, dtype=dtype)
+    order = dpp_map_greedy(kernel, 20).tolist()
+    assert not set(order) & set(near)
+    assert len(set(order)) == 20
+
+
+@pytest.mark.parametrize(("tokens", "rank"), [(576, 8), (169, 24), (64, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dpp_stops_at_an_exact_rank_and_fills(tokens, rank, dtype):
+    # Features of exact rank `rank` (plus exact duplicates): the greedy runs to the rank, the guard
+    # stops it there (where the official loop takes the square root of roundoff or of a negative
+    # number), the rest is the fill by descending diagonal: distinct, no NaN in the kernel path.
+    generator = torch.Generator().manual_seed(tokens + rank)
+    features = torch.randn(tokens, rank, generator=generator, dtype=torch.float64)
+    features = (features @ torch.randn(rank, 256, generator=generator, dtype=torch.float64)).to(dtype)
+    features[-10:] = features[:10]
+    relevance = (torch.rand(tokens, generator=generator, dtype=torch.float64) + 0.1).to(dtype)
+    unit = torch.nn.functional.normalize(features, dim=-1)  # as conditional_kernel, in `dtype`
+    kernel = relevance[:, None] * (unit @ unit.T) * relevance[None, :]
+    if dtype == torch.float32:
+        assert torch.equal(kernel, conditional_kernel(features, relevance))
+    budget = rank + 12
+    order = dpp_map_greedy(kernel, budget).tolist()
+    assert len(order) == budget and len(set(order)) == budget
+    assert order[:rank] == reference_dpp(kernel, rank)
+    diagonal = kernel.diagonal()
+    rest = sorted(set(range(tokens)) - set(order[:rank]), key=lambda j: (-float(diagonal[j]), j))
+    assert order[rank:] == rest[:12]
 
 
 def test_cdpruner_matches_reference_pipeline():

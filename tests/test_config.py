@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from conftest import REPO_ROOT, compose_config
+from hydra import compose, initialize_config_dir
 
 from evoprune.harness import runner
 from evoprune.harness.settings import ConfigError, check_budget, check_config
@@ -146,3 +147,81 @@ def test_real_model_without_weights_fails_at_once_naming_override(tmp_path):
     assert "model.path=" in result.stderr
     assert "samples" not in result.stderr  # no evaluation started
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=abc", "seed='abc' is invalid"),
+        ("seed=-1", "seed=-1 is out of range"),
+        ("warmup=-1", "warmup=-1 is negative"),
+        ("device=cuda", "device='cuda' but CUDA is not available"),
+        ("device=gpu", "device='gpu' is not a device"),
+        ("dtype=float8", "dtype='float8' is invalid"),
+        ("log_level=LOUD", "log_level='LOUD' is invalid"),
+        ("progress=maybe", "progress='maybe' is invalid"),
+        ("resume=perhaps", "resume='perhaps' is invalid"),
+    ],
+)
+def test_every_top_level_field_is_typed_and_checked_before_work(override, message, no_heavy_work):
+    if override == "device=cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError) as caught:
+        runner.evaluate(compose_config(override))
+    assert str(caught.value).startswith(message) and "accepted" in str(caught.value) or "CUDA" in message
+
+
+def test_run_py_bad_dtype_is_an_error_line_with_status_2():
+    result = run_py("dtype=float8")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: dtype='float8' is invalid") and "bfloat16" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sweep_preflight_fails_before_the_first_run(tmp_path):
+    offline = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = run_py("-m", "+experiment=table1", f"output_dir={tmp_path / 'runs'}", env=offline)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "preflight: checking 19 run(s)" in result.stderr and "llava-hf/llava-1.5-7b-hf" in result.stderr
+    assert not (tmp_path / "runs").exists()
+    bad_limit = run_py("-m", "+experiment=table1_smoke", "limit=0", f"output_dir={tmp_path / 'runs'}")
+    assert bad_limit.returncode == 2 and "error: limit=0 must be a positive integer" in bad_limit.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_experiment_cells_expand_to_native_plus_six_methods_at_three_budgets():
+    from evoprune.harness.sweep import job_configs
+
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=table1"], return_hydra_config=True)
+        jobs = job_configs(cfg)
+    runs = [(job.pruner.name, job.budget) for job in jobs]
+    methods = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune"]
+    assert runs == [("none", None)] + [(m, b) for b in (128, 64, 32) for m in methods]
+    assert {job.model.name for job in jobs} == {"llava15_7b"} and {job.benchmark.name for job in jobs} == {"image"}
+
+
+def test_submitit_slurm_launcher_composes_one_job_per_run():
+    """For cluster users: `python run.py -m +experiment=table1 hydra/launcher=submitit_slurm` (no cluster needed)."""
+    from hydra.utils import get_class
+
+    from evoprune.harness.sweep import job_configs
+
+    overrides = ["+experiment=table1", "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=1"]
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        jobs = job_configs(cfg)
+    launcher = get_class(cfg.hydra.launcher._target_)
+    assert launcher.__name__ == "SlurmLauncher" and cfg.hydra.launcher.gpus_per_node == 1
+    assert len(jobs) == 19 and cfg.hydra.sweeper.params["+cell"].startswith("none-all,fastervlm-128,")
+
+
+def test_cells_refuse_their_own_pruner_and_budget_overrides():
+    from evoprune.harness.sweep import cell_overrides, parse_cell
+
+    assert cell_overrides(["limit=2", "+cell=dart-64"], "dart-64") == ["limit=2", "pruner=dart", "budget=64"]
+    assert parse_cell("none-all") == ("none", "null")
+    with pytest.raises(ConfigError, match="each cell sets pruner and budget"):
+        cell_overrides(["budget=32"], "dart-64")
+    with pytest.raises(ConfigError, match="is not <pruner>-<budget>"):
+        parse_cell("dart64")

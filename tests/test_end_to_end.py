@@ -14,7 +14,7 @@ from evoprune.harness.runner import _native_comparison
 from evoprune.harness.smoke_data import ensure_smoke_data
 from evoprune.harness.timing import STAGES
 
-RUN_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt"}
+RUN_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt", "run.json"}
 SAMPLE_FIELDS = {
     "task",
     "doc_id",
@@ -26,6 +26,7 @@ SAMPLE_FIELDS = {
     "visual_tokens_before",
     "visual_tokens_after",
     "error",
+    "from_journal",
 }
 
 
@@ -101,7 +102,7 @@ def test_unreadable_image_is_an_error_not_an_answer(tmp_path):
         "warmup=0",
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    run = tmp_path / "runs" / "tiny_llava" / "smoke_image" / "none-all"
+    run = tmp_path / "runs" / "tiny_llava" / "smoke_image-limit2" / "none-all"
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     failed = [row for row in rows if row["error"]]
     assert failed and all("scene_000.png" in row["error"] for row in failed)

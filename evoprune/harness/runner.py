@@ -44,9 +44,12 @@ def run_name(cfg) -> str:
 
 
 def run_dir(cfg) -> Path:
+    """``<output_dir>/<model>/<benchmark>[-limit<n>]/<run_name>``: capped runs never share a folder with full ones."""
     root = Path(cfg.output_dir)
     root = root if root.is_absolute() else REPO_ROOT / root
-    return root / cfg.model.name / cfg.benchmark.name / run_name(cfg)
+    limit = cfg.get("limit")
+    suite = cfg.benchmark.name if limit is None else f"{cfg.benchmark.name}-limit{limit}"
+    return root / cfg.model.name / suite / run_name(cfg)
 
 
 def _seed_everything(seed: int) -> None:
@@ -63,6 +66,14 @@ def task_manager(include_path: str | None, include_defaults: bool):
     return TaskManager(verbosity="WARNING", include_path=include_path, include_defaults=include_defaults)
 
 
+def benchmark_task_manager(benchmark_cfg):
+    """The cached task index for ``benchmark_cfg`` (its include_path, with or without built-ins)."""
+    include_path = benchmark_cfg.include_path
+    if include_path is not None:
+        include_path = str(REPO_ROOT / include_path)
+    return task_manager(include_path, bool(benchmark_cfg.lmms_eval_builtin_tasks))
+
+
 def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
     """lmms-eval task objects for the benchmark (datasets loaded now, before the model).
 
@@ -71,18 +82,17 @@ def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
     """
     from lmms_eval.tasks import get_task_dict
 
-    include_path = benchmark_cfg.include_path
-    if include_path is not None:
-        include_path = str(REPO_ROOT / include_path)
     if benchmark_cfg.synthetic_data:
         from evoprune.harness.smoke_data import ensure_smoke_data
 
         ensure_smoke_data()
-    manager = task_manager(include_path, bool(benchmark_cfg.lmms_eval_builtin_tasks))
+    manager = benchmark_task_manager(benchmark_cfg)
     names = list(benchmark_cfg.tasks)
     unknown = [name for name in names if name not in manager.all_tasks]
     if unknown:
-        raise ConfigError(f"benchmark.tasks has unknown lmms-eval task(s) {unknown}; include_path={include_path}")
+        raise ConfigError(
+            f"benchmark.tasks has unknown lmms-eval task(s) {unknown}; include_path={benchmark_cfg.include_path}"
+        )
     try:
         with plan.environment():
             return get_task_dict(plan.tasks, manager)
@@ -214,6 +224,7 @@ def evaluate(cfg) -> int:
         results = simple_evaluate(
             model=lm,
             tasks=list(task_dict.values()),
+            task_manager=benchmark_task_manager(cfg.benchmark),  # else it indexes every built-in task again
             limit=cfg.limit,
             log_samples=True,
             random_seed=cfg.seed,

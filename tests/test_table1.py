@@ -1,0 +1,110 @@
+"""`make table1 SMOKE=1`'s machinery: the sweep killed during its 10th run and resumed, then rendered.
+
+This is the CI smoke table: the 19-run Table 1 sweep on the tiny model and the smoke suite (2 samples
+per task), in one process as `make table1 SMOKE=1 LIMIT=2` runs it, into a temporary folder.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, compose_config
+from test_resume import count_lines, kill_when, start
+
+from evoprune.harness.paper import load_paper_table
+from evoprune.harness.runner import run_dir
+
+CELLS = compose_config("+experiment=table1_smoke").experiment.cells
+ARGS = ["+experiment=table1_smoke", "limit=2"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Run the sweep, SIGINT it (Ctrl-C) once its 10th run has answered a sample, run it again."""
+    root = tmp_path_factory.mktemp("table1")
+    args = [*ARGS, f"output_dir={root / 'runs'}", "progress=false"]
+    folders = [run_dir(compose_config(*ARGS, f"output_dir={root / 'runs'}", *cell_overrides(c))) for c in CELLS]
+    tenth_journal = folders[9] / "partial" / "journal.jsonl"
+    kill_when(start(["-m", *args], root / "first"), lambda: count_lines(tenth_journal) >= 1, signal.SIGINT)
+    before = {f.name: (f / "run.json").read_bytes() for f in folders if (f / "run.json").exists()}
+    journaled = count_lines(tenth_journal)
+    second = subprocess.run(
+        [sys.executable, "run.py", "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200
+    )
+    render = subprocess.run(
+        [
+            sys.executable,
+            "scripts/render_table.py",
+            *ARGS,
+            f"output_dir={root / 'runs'}",
+            f"--tables-dir={root / 'tables'}",
+            f"--figures-dir={root / 'figures'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return {
+        "root": root,
+        "folders": folders,
+        "before": before,
+        "journaled": journaled,
+        "second": second,
+        "render": render,
+    }
+
+
+def cell_overrides(cell):
+    pruner, budget = cell.rsplit("-", 1)
+    return [f"pruner={pruner}", f"budget={'null' if budget == 'all' else budget}"]
+
+
+def test_killed_sweep_resumes_without_recomputing(sweep):
+    assert sweep["second"].returncode == 0, sweep["second"].stderr[-3000:]
+    folders = sweep["folders"]
+    assert sorted(sweep["before"]) == sorted(f.name for f in folders[:9])  # killed during the 10th run
+    for folder in folders[:9]:  # skipped: their results are untouched
+        assert (folder / "run.json").read_bytes() == sweep["before"][folder.name]
+        assert f"complete: {folder}" in sweep["second"].stdout
+    records = [json.loads((f / "run.json").read_text()) for f in folders]
+    assert all(r["samples"] == 6 and r["errors"] == 0 for r in records)
+    assert sweep["journaled"] >= 1 and records[9]["resumed_samples"] == sweep["journaled"]
+    assert all(r["resumed_samples"] == 0 for r in records[10:])
+    assert not any((f / "partial").exists() for f in folders)
+
+
+def test_smoke_table_renders_all_19_rows_beside_the_paper(sweep):
+    render = sweep["render"]
+    assert render.returncode == 0, render.stderr[-3000:]
+    md = (sweep["root"] / "tables" / "table1_smoke.md").read_text()
+    ours, paper = md.split("## Ours\n")[1].split("## Paper")
+    rows = [line for line in ours.splitlines() if line.startswith("| ") and not line.startswith("| *")][1:]
+    assert len(rows) == 19
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        vqa, pre_llm, overall, acc = cells[2], cells[7], cells[9], cells[10]
+        assert all(c not in ("—", "") for c in (vqa, pre_llm, overall, acc)), row
+        assert cells[5] == "—" and cells[6] == "—"  # MMB-CN, MM-Vet: no smoke counterpart
+    assert "| FasterVLM | 128 | 75.5 | 1353 | 58.3 | 54.8 | 33.1 | 1.15 | 0.77 | 0.85 | 72.3 | 94.6 |" in paper
+    assert "19 of 19 runs complete" in md
+    table = load_paper_table("table1")
+    assert len(table) == 19
+    csv = (sweep["root"] / "tables" / "table1_smoke.csv").read_text().splitlines()
+    assert len(csv) == 1 + 3 * 19  # ours, paper, ours − paper
+    assert (sweep["root"] / "tables" / "table1_smoke.tex").read_text().startswith(r"\begin{tabular}")
+    assert (sweep["root"] / "figures" / "pareto_table1_smoke.png").stat().st_size > 10_000
+
+
+def test_make_table1_composes_the_sweep_then_the_render():
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "sweep", "EXPERIMENT=table1_smoke", "LIMIT=3"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "run.py -m +experiment=table1_smoke limit=3" in dry.stdout
+    assert "scripts/render_table.py +experiment=table1_smoke limit=3" in dry.stdout
