@@ -78,3 +78,10 @@ def test_relative_latency_divides_by_native():
     ratios = relative_latency(ours, native)
     assert ratios["total"] == 0.5
     assert ratios["vision_encoder"] == 1.0
+
+
+def test_written_files_get_a_normal_files_mode(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    outputs.write_text(tmp_path / "a.txt", "x")  # not mkstemp's owner-only 0600
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
