@@ -182,7 +182,7 @@ def _skip(plan: RunPlan) -> int:
     errors = f", {record['errors']} sample error(s)" if record["errors"] else ""
     print(
         f"complete: {plan.folder} ({record['samples']} samples{errors}, finished {record['completed_at']}) "
-        "— skipped; resume=false recomputes it"
+        "— skipped (its results: summary.txt there); resume=false recomputes it"
     )
     return 1 if record["errors"] else 0
 
