@@ -248,51 +248,40 @@ def csv_frame(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> 
 
 
 def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bool:
-    """Acc. against Overall relative latency, ours filled and the paper's hollow; False if nothing to plot."""
+    """Acc. against Overall relative latency: ours and the paper's side by side (one colour per method).
+
+    False (and no file) when none of our rows has both values yet.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    colours = {}
-    plotted = False
-    for rows, hollow in ((paper, True), (ours, False)):
-        for row in rows:
-            x, y = row.values.get("Overall"), row.values.get("Acc.")
-            if not (isinstance(x, float | int) and isinstance(y, float | int)):
-                continue
-            colour = colours.setdefault(row.method, f"C{len(colours) % 10}")
-            ax.scatter(
-                x,
-                y,
-                s=50,
-                marker="o" if row.budget is not None else "*",
-                facecolors="none" if hollow else colour,
-                edgecolors=colour,
-                label=None if hollow else row.label,
-            )
-            ax.annotate(
-                "all" if row.budget is None else str(row.budget),
-                (x, y),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-            plotted = True
-    if not plotted:
-        plt.close(fig)
+    def points(rows):
+        return [r for r in rows if all(isinstance(r.values.get(c), float | int) for c in ("Overall", "Acc."))]
+
+    if not points(ours):
         return False
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, title="filled: ours, hollow: paper", title_fontsize=8)
-    ax.set_xlabel("Overall latency relative to Native (lower is better)")
-    ax.set_ylabel("Acc. (the paper's average)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    colours = {}
+    for ax, rows, name in ((axes[0], ours, "ours"), (axes[1], paper, "paper")):
+        for row in points(rows):
+            colour = colours.setdefault(row.method, f"C{len(colours) % 10}")
+            x, y = row.values["Overall"], row.values["Acc."]
+            ax.scatter(x, y, s=60, color=colour, marker="*" if row.budget is None else "o", label=row.label)
+            tag = "all" if row.budget is None else str(row.budget)
+            ax.annotate(tag, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("Overall latency relative to Native (lower is better)")
+        ax.set_ylabel("Acc. (the paper's average)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title} (labels: tokens kept)", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
     return True
