@@ -142,7 +142,7 @@ def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration
     return model, tokenizer
 
 
-def _clip_image_processor(image_size: int, pad_to_square: bool) -> LlavaImageProcessorPil:
+def clip_image_processor(image_size: int, pad_to_square: bool) -> LlavaImageProcessorPil:
     """CLIP preprocessing (resize shortest edge, centre crop, normalise) built without a download."""
     return LlavaImageProcessorPil(
         do_pad=pad_to_square,
@@ -212,7 +212,7 @@ def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -
     if kind == "tiny":
         model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
         image_size = model.config.vision_config.image_size
-        image_processor = _clip_image_processor(image_size, model_cfg["pad_to_square"])
+        image_processor = clip_image_processor(image_size, model_cfg["pad_to_square"])
         model = model.to(dtype)
     elif kind == "hf":
         model, tokenizer, image_processor = _load_hf(model_cfg, device, dtype)
