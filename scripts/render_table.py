@@ -39,7 +39,7 @@ from evoprune.harness.tables import (  # noqa: E402
     pareto_plot,
 )
 
-PAPER_SOURCE = "arXiv 2603.03681 (NVIDIA H20, as printed)"
+PAPER_SOURCE = "arXiv 2603.03681, NVIDIA H20, as printed"
 
 
 def formula_note(table: str) -> str:
@@ -80,6 +80,8 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
         )
     if native is None:
         lines.append("No complete Native run: relative latency, Rel. and Agree cannot be computed (—).")
+    elif native.values.get("Acc.") == 0:
+        lines.append("Rel. is — throughout: Native's Acc. is 0 (no ratio to it).")
     for row in ours:
         pruner = (row.config or {}).get("pruner", {})
         if row.method == "dart" and "pivot_order" in pruner:
