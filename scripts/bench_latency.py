@@ -60,8 +60,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaForConditionalGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,7 +73,7 @@ from bench_pruners import clip_l_text_and_projections  # noqa: E402
 
 import evoprune  # noqa: E402
 from baselines.pruners import build_tiny_clip  # noqa: E402
-from evoprune.harness.models import IMAGE_TOKEN, LoadedModel, build_byte_tokenizer, clip_image_processor  # noqa: E402
+from evoprune.harness.models import IMAGE_TOKEN, LoadedModel, build_byte_tokenizer, clip_image_processor, llava_config  # noqa: E402
 from evoprune.harness.outputs import write_text  # noqa: E402
 from evoprune.harness.pipeline import generate  # noqa: E402
 from evoprune.harness.pruning import Pruner, build_pruner  # noqa: E402
@@ -89,12 +90,9 @@ LABELS = {
     "evoprune": "EvoPrune",
 }
 TTFT_STAGES = tuple(stage for stage in STAGES if stage != "decode")
-# LLaVA-1.5's vicuna_v1 conversation (system message included, as the original evaluation) and a
-# VQAv2 question with lmms-eval's answer-format instruction.
-PROMPT_TEMPLATE = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the human's questions. USER: <image>\n{prompt} ASSISTANT:"
-)
+# The harness's LLaVA-1.5 prompt (vicuna_v1, system sentence included: configs/model/llava15_7b.yaml)
+# and a VQAv2 question with lmms-eval's answer-format instruction.
+PROMPT_TEMPLATE = OmegaConf.load(ROOT / "configs" / "model" / "llava15_7b.yaml").prompt_template
 QUESTION = "What color is the umbrella the woman is holding?\nAnswer the question using a single word or phrase."
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 SHAPES = {
@@ -203,14 +201,7 @@ def build_model(shapes: dict, llm_layers: int, device: torch.device, dtype: torc
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+    config = llava_config(vision, text, tokenizer, feature_layer=-2)
     torch.manual_seed(0)
     with torch.device(device):  # initialised in place: a 7B model in float32 on the host would not fit
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")

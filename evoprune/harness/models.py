@@ -100,6 +100,18 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def llava_config(vision_config, text_config, tokenizer, feature_layer: int) -> LlavaConfig:
+    """LLaVA-1.5's wiring of a vision and a text config: ``<image>`` from ``tokenizer``, CLS dropped."""
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
+        vision_feature_layer=feature_layer,
+        vision_feature_select_strategy="default",
+    )
+
+
 def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
     """A seeded random LLaVA with the real token grid; widths and LLM depth from ``tiny_cfg``."""
     tokenizer = build_byte_tokenizer()
@@ -124,14 +136,7 @@ def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(vision["image_size"] // vision["patch_size"]) ** 2,
-        vision_feature_layer=tiny_cfg["feature_layer"],
-        vision_feature_select_strategy="default",
-    )
+    config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
