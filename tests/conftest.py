@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,24 @@ def tiny_loaded():
 
     cfg = compose_config()
     return load_model(cfg.model, torch.device("cpu"), torch.float32, seed=cfg.seed)
+
+
+def count_lines(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def start(args, log):
+    """`run.py` as a child process, output to files (a full pipe would stall it)."""
+    out, err = open(log.with_suffix(".out"), "w"), open(log.with_suffix(".err"), "w")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO_ROOT, stdout=out, stderr=err)
+
+
+def kill_when(proc, ready, sig, timeout=300):
+    """Send ``sig`` as soon as ``ready()`` holds; fail if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        assert time.monotonic() < deadline, "timed out waiting to interrupt the run"
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)

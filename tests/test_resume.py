@@ -4,10 +4,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import REPO_ROOT, compose_config
+from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
 from evoprune.harness import resume
 from evoprune.harness.outputs import write_json, write_text
@@ -107,27 +106,6 @@ def test_folder_of_a_different_config_is_refused_not_reused(tmp_path):
 def test_judge_key_never_reaches_the_identity():
     identity = identity_config(compose_config("judge.api_key=sk-secret"))
     assert identity["judge"]["api_key"] == "<set>" and "sk-secret" not in json.dumps(identity)
-
-
-def count_lines(path):
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def start(args, log):
-    """`run.py` as a child process, output to files (a full pipe would stall it)."""
-    out, err = open(log.with_suffix(".out"), "w"), open(log.with_suffix(".err"), "w")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO_ROOT, stdout=out, stderr=err)
-
-
-def kill_when(proc, ready, sig, timeout=300):
-    """Send ``sig`` as soon as ``ready()`` holds; fail if the process ends first."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, "the run finished before it could be interrupted"
-        assert time.monotonic() < deadline, "timed out waiting to interrupt the run"
-        time.sleep(0.01)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
 
 
 def test_run_killed_mid_way_restarts_at_the_next_sample(tmp_path):

@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, compose_config
-from test_resume import count_lines, kill_when, start
+from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
 from evoprune.harness.paper import load_paper_table
 from evoprune.harness.runner import run_dir
