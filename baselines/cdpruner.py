@@ -9,7 +9,8 @@ similarity, relevance, kernel, greedy DPP) and ``llava/model/multimodal_encoder/
   −2 → post-layernorm → visual projection) and the M CLIP text embeddings t_m of the raw question
   (one per 77-token chunk), min-max normalised as (r − min + 1e-6) / (max − min). The negation is the
   official choice (the authors call it a CLIP-specific effect): the token least similar to the text
-  gets the highest relevance;
+  gets the highest relevance. ``negate=False`` (``query_relevance``, ``cdpruner_select``) keeps the
+  plain mean cosine, for embeddings other than CLIP's (see baselines/siglip_relevance.py);
 - kernel L = diag(r) · S · diag(r), nothing added to its diagonal;
 - the fast greedy MAP inference of Chen et al. (NeurIPS 2018) picks ``budget`` tokens, kept in their
   original order (the official builds a boolean mask from the sorted picks).
@@ -66,12 +67,14 @@ RELEVANCE_OFFSET = 1e-6  # added to the numerator of the official min-max normal
 GAIN_FLOOR = 64  # the greedy stops at a best gain <= GAIN_FLOOR * eps * max diag (module docstring)
 
 
-def query_relevance(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-    """(N, D) image and (M, D) text CLIP embeddings → (N,) float32 relevance: the negated mean cosine,
-    min-max normalised as the official (r − min + 1e-6) / (max − min); all ones when r is constant."""
+def query_relevance(image_embeds: torch.Tensor, text_embeds: torch.Tensor, negate: bool = True) -> torch.Tensor:
+    """(N, D) image and (M, D) text embeddings → (N,) float32 relevance: the mean cosine, negated when
+    ``negate`` (the official, for CLIP), min-max normalised as the official (r − min + 1e-6) / (max − min);
+    all ones when r is constant."""
     image = F.normalize(image_embeds.float(), dim=-1)
     text = F.normalize(text_embeds.float(), dim=-1)
-    relevance = -(image @ text.T).mean(dim=-1)
+    similarity = (image @ text.T).mean(dim=-1)
+    relevance = -similarity if negate else similarity
     low, high = relevance.min(), relevance.max()
     if high == low:
         return torch.ones_like(relevance)
@@ -126,12 +129,19 @@ def _fill(diagonal: torch.Tensor, chosen: torch.Tensor, count: int) -> torch.Ten
 
 
 def cdpruner_select(
-    visual_features: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor, budget: int
+    visual_features: torch.Tensor,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    budget: int,
+    *,
+    negate: bool = True,
 ) -> torch.Tensor:
     """Ascending indices of the ``budget`` distinct tokens CDPruner keeps.
 
     ``visual_features`` (N, C): projected LLaVA features; ``image_embeds`` (N, D): CLIP-space patch
-    embeddings of the same tokens; ``text_embeds`` (M, D): CLIP text embeddings, one per chunk.
+    embeddings of the same tokens; ``text_embeds`` (M, D): CLIP text embeddings, one per chunk (or
+    another shared image-text space's, see baselines/siglip_relevance.py); ``negate``: see
+    `query_relevance`.
     """
     if visual_features.dim() != 2 or image_embeds.dim() != 2 or text_embeds.dim() != 2:
         raise ValueError("visual_features, image_embeds and text_embeds must all be 2-D")
@@ -143,6 +153,6 @@ def cdpruner_select(
     if text_embeds.shape[0] == 0:
         raise ValueError("text_embeds is empty: CDPruner needs at least one text embedding")
     check_budget(budget, visual_features.shape[0])
-    relevance = query_relevance(image_embeds, text_embeds)
+    relevance = query_relevance(image_embeds, text_embeds, negate=negate)
     kernel = conditional_kernel(visual_features, relevance)
     return dpp_map_greedy(kernel, budget).sort().values

@@ -6,7 +6,11 @@ post-RoPE keys (read from the KV cache, heads concatenated), the hidden states t
 norm applied to layer K−1's output (scoring only; the un-normed states continue), kept tokens
 keep their original position ids, layers below K cache the whole prompt and layers K and above
 only the kept tokens. Decoding then continues at position S (the prompt length), which transformers
-reads from layer 0's cache. Batch size one; one contiguous run of image tokens. Needs an attention
+reads from layer 0's cache. Batch size one; one visual span, which may hold positions that are not
+prunable (LLaVA-Video's newline embeddings: never pruned, kept in place like text). The "text" DART
+draws its text pivots from is what follows the span; for ``pivot_order="official"`` an image token's
+absolute position is taken as span start + its index among the prunable tokens, as the official code
+computes it for a span with no other positions (it has no video path). Needs an attention
 implementation that takes no explicit mask when decoding one token (sdpa, flash): eager attention
 would build its decode mask from layer 0's longer cache.
 """
@@ -74,8 +78,6 @@ def dart_prefill(
         raise ValueError(f"dart layer={layer} must be in [1, {len(layers) - 1}] for a {len(layers)}-layer LLM")
     image_positions = image_mask.nonzero().flatten()
     start, end = int(image_positions[0]), int(image_positions[-1]) + 1
-    if end - start != len(image_positions):
-        raise ValueError("DART needs the image tokens as one contiguous run")
 
     length = inputs_embeds.shape[1]
     positions = torch.arange(length, device=inputs_embeds.device)
@@ -86,8 +88,8 @@ def dart_prefill(
     keys = keys.transpose(0, 1).reshape(length, -1)
     normed = language_model.norm(hidden)[0]
     kept_image = dart_select(
-        keys[start:end],
-        normed[start:end],
+        keys[image_positions],
+        normed[image_positions],
         budget,
         num_pivots=num_pivots,
         text_keys=keys[end:],
@@ -98,7 +100,10 @@ def dart_prefill(
         image_start=start,
         text_start=end,
     )
-    keep = torch.cat([positions[:start], start + kept_image.to(positions.device), positions[end:]])
+    kept = torch.ones(length, dtype=torch.bool, device=inputs_embeds.device)
+    kept[image_positions] = False
+    kept[image_positions[kept_image.to(image_positions.device)]] = True
+    keep = kept.nonzero().flatten()
     hidden = _run_layers(layers[layer:], hidden[:, keep], keep, cache, language_model.rotary_emb)
     output = BaseModelOutputWithPast(last_hidden_state=language_model.norm(hidden), past_key_values=cache)
     return output, len(kept_image)

@@ -1,30 +1,63 @@
-"""Harness glue for the five baselines: extract each method's signals, call its selection.
+"""Harness glue for the five baselines: extract each method's signals, call its selection per frame.
 
 Post-encoder methods (FasterVLM, VisPruner, DivPrune, CDPruner) implement `select`, timed as the
 ``pruning`` stage together with the signals they need beyond the normal forward (the CLS
 attention row recomputed from the tower's hidden states; CDPruner's CLIP text tower and
 projections). DART prunes inside the LLM and implements `prefill`, timed as ``prefill``.
 ``budget: null`` keeps every token for each of them.
+
+Video (LLaVA-Video: SigLIP, no [CLS], 2x2 average pooling to 13x13 = 169 tokens per frame): each
+method selects ``budget`` tokens of every frame with the same selection function as for an image,
+on the pooled grid the LLM receives (none of the official repositories runs these methods on
+LLaVA-Video). Adaptations:
+- [CLS] attention (FasterVLM, VisPruner's important tokens) has no [CLS] to read: the score is the
+  attention each token receives (mean over queries and heads) in the layer that produces the
+  features (the last of SigLIP's 26 layers, as FasterVLM reads the feature layer), 2x2-averaged onto
+  the 169 grid like the tokens themselves (VisPruner's own SigLIP branch and HoliTom's VisionZip
+  port score by attention received, mean over queries and heads).
+- VisPruner's diverse tokens use the feature-layer features 2x2-averaged onto the same grid.
+- DivPrune and CDPruner's similarity read the pooled projected tokens (what reaches the LLM).
+- CDPruner's relevance: see `CDPrunerPruner`.
+- DART: see `DARTPruner`.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
 
 from baselines.cdpruner import cdpruner_select
 from baselines.dart import check_options
 from baselines.dart_prefill import dart_prefill
 from baselines.divprune import divprune_select
 from baselines.fastervlm import fastervlm_select
-from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention
+from baselines.siglip_relevance import (
+    DEFAULT_NEGATE,
+    RELEVANCE_OPTIONS,
+    build_tiny_siglip,
+    llm_text_embeds,
+    load_siglip,
+    siglip_image_embeds,
+    siglip_text_embeds,
+)
+from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention, received_attention
 from baselines.vispruner import vispruner_select
 from evoprune.harness.pruning import Pruner, VisualTokens
 
 
-def _head_mean_cls_attention(tokens: VisualTokens) -> torch.Tensor:
-    """CLS-row attention over the patch tokens of the feature layer, averaged over heads: (N,)."""
-    return cls_attention(tokens.vision_tower, tokens.hidden_states, tokens.feature_layer)[0].mean(0)
+def attention_scores(tokens: VisualTokens) -> torch.Tensor:
+    """(F, S) importance on the LLM's grid, averaged over heads: the [CLS] row of the feature layer
+    (CLIP), or the attention each token receives there (SigLIP), pooled as the tokens are."""
+    if tokens.cls_tokens:
+        scores = cls_attention(tokens.vision_tower, tokens.layer_input, tokens.feature_layer)
+    else:
+        scores = received_attention(tokens.vision_tower, tokens.layer_input, tokens.feature_layer)
+    return tokens.to_llm_grid(scores.mean(dim=1))
+
+
+def per_frame(select, *per_frame_inputs: torch.Tensor) -> torch.Tensor:
+    """(F, k) stacked results of ``select`` called on each frame's slice of the inputs."""
+    return torch.stack([select(*inputs) for inputs in zip(*per_frame_inputs, strict=True)])
 
 
 class FasterVLMPruner(Pruner):
@@ -33,7 +66,7 @@ class FasterVLMPruner(Pruner):
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
-        return fastervlm_select(_head_mean_cls_attention(tokens), self.budget)
+        return per_frame(lambda scores: fastervlm_select(scores, self.budget), attention_scores(tokens))
 
 
 class VisPrunerPruner(Pruner):
@@ -48,7 +81,12 @@ class VisPrunerPruner(Pruner):
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
-        return vispruner_select(_head_mean_cls_attention(tokens), tokens.features, self.budget, self.important_ratio)
+        features = tokens.to_llm_grid(tokens.features)
+        return per_frame(
+            lambda scores, feats: vispruner_select(scores, feats, self.budget, self.important_ratio),
+            attention_scores(tokens),
+            features,
+        )
 
 
 class DivPrunePruner(Pruner):
@@ -57,10 +95,15 @@ class DivPrunePruner(Pruner):
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
-        return divprune_select(tokens.projected, self.budget)
+        return per_frame(lambda projected: divprune_select(projected, self.budget), tokens.projected)
 
 
 class DARTPruner(Pruner):
+    """On video DART keeps frames x budget visual tokens chosen over the whole video span with global
+    pivots (4 image pivots for the whole span, not per frame), as every DART implementation selects
+    over one visual span: its premise is duplication anywhere in the input, and a video's duplicates
+    are mostly across frames. Frames therefore keep different numbers of tokens."""
+
     name = "dart"
 
     def __init__(
@@ -79,14 +122,14 @@ class DARTPruner(Pruner):
         self.layer, self.num_pivots, self.num_text_pivots = layer, num_pivots, num_text_pivots
         self.pivot_order, self.count = pivot_order, count
 
-    def prefill(self, language_model, inputs_embeds: torch.Tensor, image_mask: torch.Tensor):
+    def prefill(self, language_model, inputs_embeds: torch.Tensor, image_mask: torch.Tensor, frames: int = 1):
         if self.budget is None:
-            return super().prefill(language_model, inputs_embeds, image_mask)
+            return super().prefill(language_model, inputs_embeds, image_mask, frames)
         return dart_prefill(
             language_model,
             inputs_embeds,
             image_mask,
-            self.budget,
+            self.budget * frames,
             layer=self.layer,
             num_pivots=self.num_pivots,
             num_text_pivots=self.num_text_pivots,
@@ -119,37 +162,87 @@ def build_tiny_clip(vision_hidden: int, tokenizer, seed: int) -> CLIPModel:
 
 
 class CDPrunerPruner(Pruner):
-    """Needs the full CLIP of the vision tower (text tower + both projections): ``clip.kind``
-    ``hf`` with ``clip.path`` (LLaVA-1.5: openai/clip-vit-large-patch14-336), or ``tiny``."""
+    """Needs an image-text model for its relevance, chosen by the vision tower at `attach`:
+
+    - CLIP tower (LLaVA-1.5): the full CLIP of the tower (text tower + both projections), ``clip.kind``
+      ``hf`` with ``clip.path`` (openai/clip-vit-large-patch14-336), or ``tiny``; negated (official).
+    - SigLIP tower (LLaVA-Video): ``relevance`` ``siglip_head`` (SigLIP's head per token vs its text
+      tower: ``siglip.kind`` ``hf`` with ``siglip.path`` google/siglip-so400m-patch14-384, or ``tiny``)
+      or ``llm_embedding`` (projected tokens vs the question's LLM input embeddings; needs nothing);
+      see `baselines.siglip_relevance`, whose ``DEFAULT_NEGATE`` applies when ``negate`` is null.
+    """
 
     name = "cdpruner"
 
-    def __init__(self, budget: int | None, clip=None, strip_instructions=()):
+    def __init__(
+        self,
+        budget: int | None,
+        clip=None,
+        siglip=None,
+        relevance: str = "siglip_head",
+        negate: bool | None = None,
+        strip_instructions=(),
+    ):
         super().__init__(budget)
-        if not clip or clip.get("kind") not in ("hf", "tiny"):
+        if relevance not in RELEVANCE_OPTIONS:
+            raise ValueError(f"relevance={relevance!r} is not one of: {', '.join(RELEVANCE_OPTIONS)}")
+        for field, cfg in (("clip", clip), ("siglip", siglip)):
+            if cfg and cfg.get("kind") not in ("hf", "tiny"):
+                raise ValueError(f"pruner.{field}.kind={cfg.get('kind')!r} is not one of: hf, tiny")
+        if not clip and not siglip and relevance != "llm_embedding":
             raise ValueError(
-                "CDPruner needs the CLIP text tower and projections of the vision tower: set pruner.clip.kind=hf "
-                "and pruner.clip.path=openai/clip-vit-large-patch14-336 (a local copy or a cached Hub id), "
-                "or pruner.clip.kind=tiny for the tiny random model"
+                "CDPruner needs the image-text model of the vision tower: for LLaVA-1.5 set pruner.clip.kind=hf and "
+                "pruner.clip.path=openai/clip-vit-large-patch14-336, for LLaVA-Video pruner.siglip.kind=hf and "
+                "pruner.siglip.path=google/siglip-so400m-patch14-384 (local copies or cached Hub ids), "
+                "pruner.relevance=llm_embedding (SigLIP towers only), or kind=tiny for the tiny random models"
             )
-        self.clip_cfg = dict(clip)
+        self.clip_cfg = dict(clip) if clip else None
+        self.siglip_cfg = dict(siglip) if siglip else None
+        self.relevance, self.negate = relevance, negate
         self.strip_instructions = tuple(strip_instructions)
-        self.clip = self.tokenizer = None
+        self.space = self.text_model = self.tokenizer = self.negate_now = None
 
     def attach(self, model) -> None:
-        device = model.device
-        if self.clip_cfg["kind"] == "tiny":
+        vision_hidden = model.config.vision_config.hidden_size
+        if isinstance(model.model.vision_tower, CLIPVisionModel):
+            if self.clip_cfg is None:
+                raise ValueError(
+                    "the vision tower is CLIP: CDPruner needs pruner.clip (see configs/pruner/cdpruner.yaml)"
+                )
+            text_model, tokenizer = self._image_text_model(self.clip_cfg, build_tiny_clip, _load_clip, vision_hidden)
+            self.use_image_text_model("clip", text_model.to(model.device), tokenizer)
+        elif self.relevance == "siglip_head":
+            if self.siglip_cfg is None:
+                raise ValueError(
+                    "the vision tower is SigLIP: CDPruner's relevance=siglip_head needs pruner.siglip, "
+                    "or set pruner.relevance=llm_embedding"
+                )
+            text_model, tokenizer = self._image_text_model(
+                self.siglip_cfg, build_tiny_siglip, load_siglip, vision_hidden
+            )
+            self.use_image_text_model("siglip_head", text_model.to(model.device), tokenizer)
+        else:
+            self.use_image_text_model("llm_embedding")
+
+    def use_image_text_model(self, space: str, text_model=None, tokenizer=None) -> None:
+        """Score relevance in ``space`` (clip, siglip_head, llm_embedding) with this model (float32, eval)
+        and its tokenizer; `attach` calls it with the configured ones."""
+        self.space, self.tokenizer = space, tokenizer
+        self.text_model = None if text_model is None else text_model.to(torch.float32).eval()
+        default = True if space == "clip" else DEFAULT_NEGATE[space]  # CLIP: the official negation
+        self.negate_now = default if self.negate is None else self.negate
+
+    @staticmethod
+    def _image_text_model(cfg, build_tiny, load, vision_hidden: int):
+        if cfg["kind"] == "tiny":
             from evoprune.harness.models import build_byte_tokenizer
 
-            self.tokenizer = build_byte_tokenizer()
-            vision_hidden = model.config.vision_config.hidden_size
-            self.clip = build_tiny_clip(vision_hidden, self.tokenizer, seed=self.clip_cfg.get("seed", 0))
-        else:
-            self.clip, self.tokenizer = _load_clip(self.clip_cfg)
-        self.clip = self.clip.to(device, torch.float32).eval()
+            tokenizer = build_byte_tokenizer()
+            return build_tiny(vision_hidden, tokenizer, seed=cfg.get("seed", 0)), tokenizer
+        return load(cfg)
 
     def detach(self, model) -> None:
-        self.clip = self.tokenizer = None
+        self.space = self.text_model = self.tokenizer = self.negate_now = None
 
     def question(self, prompt: str) -> str:
         """The raw question: the prompt without the benchmark's answer-format instruction."""
@@ -160,10 +253,22 @@ class CDPrunerPruner(Pruner):
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
-        patches = tokens.hidden_states[tokens.feature_layer][0, 1:]
-        image_embeds = clip_image_embeds(self.clip, tokens.vision_tower.post_layernorm, patches)
-        text_embeds = clip_text_embeds(self.clip, self.tokenizer, self.question(tokens.prompt))
-        return cdpruner_select(tokens.projected, image_embeds, text_embeds, self.budget)
+        question = self.question(tokens.prompt)
+        if self.space == "clip":
+            text_embeds = clip_text_embeds(self.text_model, self.tokenizer, question)
+            image_embeds = clip_image_embeds(self.text_model, tokens.vision_tower.post_layernorm, tokens.features)
+        elif self.space == "siglip_head":
+            text_embeds = siglip_text_embeds(self.text_model, self.tokenizer, question)
+            pooled = tokens.to_llm_grid(tokens.features)
+            image_embeds = siglip_image_embeds(self.text_model, pooled.flatten(0, 1)).view(*pooled.shape[:2], -1)
+        else:
+            text_embeds = llm_text_embeds(tokens.embed_tokens, tokens.tokenizer, question)
+            image_embeds = tokens.projected
+
+        def select(projected, embeds):
+            return cdpruner_select(projected, embeds, text_embeds, self.budget, negate=self.negate_now)
+
+        return per_frame(select, tokens.projected, image_embeds)
 
 
 def _load_clip(clip_cfg):

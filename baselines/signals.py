@@ -1,8 +1,8 @@
 """Signals the post-encoder baselines need beyond LLaVA's normal forward, computed on demand.
 
-Each is recomputed from tensors the normal forward already produced (the vision tower's hidden
-states), so a pruner's extra cost is exactly what these functions cost and lands in its own
-timed stage. Torch and transformers only.
+Each is recomputed from tensors the normal forward already produced (the input of the encoder
+layer that produces the features), so a pruner's extra cost is exactly what these functions cost
+and lands in its own timed stage. Torch and transformers only; CLIP and SigLIP towers.
 """
 
 from __future__ import annotations
@@ -18,23 +18,46 @@ def _layer_index(num_layers: int, feature_layer: int) -> int:
     return position - 1
 
 
-def cls_attention(vision_tower, hidden_states: tuple[torch.Tensor, ...], feature_layer: int) -> torch.Tensor:
+def _queries_keys(vision_tower, layer_input: torch.Tensor, feature_layer: int, queries: slice):
+    """The producing layer's per-head queries (rows ``queries``, pre-scaled) and keys: (B, H, q, d), (B, H, T, d)."""
+    layers = vision_tower.encoder.layers
+    layer = layers[_layer_index(len(layers), feature_layer)]
+    attn = layer.self_attn
+    normed = layer.layer_norm1(layer_input)
+    batch = normed.shape[0]
+    query = attn.q_proj(normed[:, queries]).view(batch, -1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    keys = attn.k_proj(normed).view(batch, -1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    return query * attn.scale, keys
+
+
+def cls_attention(vision_tower, layer_input: torch.Tensor, feature_layer: int) -> torch.Tensor:
     """Attention of the CLS query over the patch tokens in the layer producing ``feature_layer``.
 
+    ``layer_input``: (B, 1 + N, C), that layer's input (``hidden_states[feature_layer - 1]``).
     What ``output_attentions=True`` gives at ``attentions[feature_layer]`` (CLS row, patch columns),
-    per head: (B, H, N_patches), softmax over all keys (CLS included) as in the model. Only the CLS
-    query is computed: one query projection and the key projection of the layer's input.
+    per head: (B, H, N), softmax over all keys (CLS included) as in the model. Only the CLS query
+    is computed: one query projection and the key projection of the layer's input.
     """
-    layers = vision_tower.encoder.layers
-    index = _layer_index(len(layers), feature_layer)
-    layer = layers[index]
-    attn = layer.self_attn
-    normed = layer.layer_norm1(hidden_states[index])
-    batch, tokens, _ = normed.shape
-    query = attn.q_proj(normed[:, :1]).view(batch, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
-    keys = attn.k_proj(normed).view(batch, tokens, attn.num_heads, attn.head_dim).transpose(1, 2)
-    probs = ((query * attn.scale) @ keys.transpose(-1, -2)).softmax(dim=-1, dtype=torch.float32)
+    query, keys = _queries_keys(vision_tower, layer_input, feature_layer, slice(0, 1))
+    probs = (query @ keys.transpose(-1, -2)).softmax(dim=-1, dtype=torch.float32)
     return probs[:, :, 0, 1:]
+
+
+def received_attention(
+    vision_tower, layer_input: torch.Tensor, feature_layer: int, chunk: int = 4
+) -> torch.Tensor:
+    """Attention each token receives in the layer producing ``feature_layer``: (B, H, N), mean over queries.
+
+    For towers without [CLS] (SigLIP): ``layer_input`` (B, N, C) is that layer's input; the softmax
+    is the model's (over all N keys). ``chunk`` images at a time bound the (chunk, H, N, N)
+    probabilities in memory (64 frames at once would hold 2.2 GB for SigLIP-so400m).
+    """
+    received = []
+    for part in layer_input.split(chunk):
+        query, keys = _queries_keys(vision_tower, part, feature_layer, slice(None))
+        probs = (query @ keys.transpose(-1, -2)).softmax(dim=-1, dtype=torch.float32)
+        received.append(probs.mean(dim=-2))
+    return torch.cat(received)
 
 
 def clip_image_embeds(clip_model, post_layernorm, features: torch.Tensor) -> torch.Tensor:

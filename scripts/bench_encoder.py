@@ -1,28 +1,51 @@
-"""Encoder latency: native CLIP-L/336 vs EvoPrune, measured beside a FLOP-count prediction.
+"""Encoder latency: native vision tower vs EvoPrune, measured beside a FLOP-count prediction.
 
-Builds the real-size LLaVA-1.5 vision tower (CLIP ViT-L/14-336: 24 layers, width 1024, 577
-tokens) with random weights — latency does not depend on the weights, so nothing is downloaded —
-and times full forwards with ``output_hidden_states=True`` as LLaVA calls it. The prediction
-counts the matmul FLOPs of the tokens each layer actually processes (attention on the tokens
-entering the layer, MLP on those left after its merge); measured / predicted speedup near 1
-means the scoring and merging overhead is small. Needs torch and transformers only.
+Builds a real-size vision tower with random weights — latency does not depend on the weights, so
+nothing is downloaded — and times full forwards with ``output_hidden_states=True`` as the LLaVA
+models call it. Towers (``--tower``):
+  clip    LLaVA-1.5's CLIP ViT-L/14-336: 24 layers, width 1024, 577 tokens (CLS + 576), features
+          from layer −2; one image. Budgets 128/64/32.
+  siglip  LLaVA-Video's SigLIP-so400m/384: 26 layers (LLaVA-NeXT deletes the 27th and the head),
+          width 1152, MLP 4304, 16 heads, 729 tokens per frame, no CLS, features from the last
+          layer (−1); ``--frames`` frames (default 64) as the batch, merged per frame in one batched
+          call. Budgets 64/32/16 tokens per frame (the paper's video budgets).
+The prediction counts the matmul FLOPs of the tokens each layer actually processes (attention on
+the tokens entering the layer, MLP on those left after its merge; the patch embedding, identical
+on both sides, is not counted); measured / predicted speedup near 1 means the scoring and merging
+overhead is small. Needs torch and transformers only.
 
-    python scripts/bench_encoder.py [--device cpu|cuda] [--budgets 128 64 32] [--repeats 5]
+Timing (``--order``): ``sequential`` (CLIP's default) times each side in turn, ``--warmup``
+forwards then ``--repeats`` timed ones; ``interleaved`` (SigLIP's default) runs ``--warmup``
+untimed rounds on the first ``--warmup-frames`` frames, then ``--repeats`` timed rounds, each
+round one forward per side in the order native, budget 1, budget 2, … so slow drift and other
+processes on a shared machine hit every side alike. The table shows ``--stat`` (median: CLIP's
+default; min: SigLIP's) over the timed forwards; the JSON also keeps every time, the other
+statistic, the load average and the peak resident memory.
 
-Writes results/bench_encoder_<device>.json and .md (atomically) and prints the table.
+    python scripts/bench_encoder.py [--tower clip|siglip] [--frames N] [--device cpu|cuda]
+        [--budgets 128 64 32] [--repeats 5] [--warmup 2] [--order sequential|interleaved]
+        [--stat median|min] [--warmup-frames K] [--shapes real|tiny] [--out results/]
+
+Writes results/bench_encoder_<device>.{json,md} for CLIP on one image, and
+results/bench_encoder_<tower>_f<frames>_<device>.{json,md} otherwise (``siglip`` dropped for clip,
+``f<frames>`` dropped for one frame, ``_tiny`` added for ``--shapes tiny``), atomically, and prints
+the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,7 +61,59 @@ CLIP_L_336 = dict(
     image_size=336,
     patch_size=14,
 )
+# google/siglip-so400m-patch14-384 as LLaVA-Video (LLaVA-NeXT's SigLipVisionTower) runs it: the
+# last of its 27 layers and the pooling head deleted, features = the last remaining layer.
+SIGLIP_SO400M_384 = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=26,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+    vision_use_head=False,
+)
+TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, image_size=12 * 14)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass(frozen=True)
+class Tower:
+    label: str
+    config_class: type
+    model_class: type
+    shapes: dict  # "real" / "tiny" → config kwargs (tiny, for tests: the real depth, a 12×12 grid, tiny widths)
+    prefix: int  # CLS tokens kept out of merging
+    feature_layer: int
+    defaults: dict = field(default_factory=dict)  # argparse defaults that differ per tower
+
+
+TOWERS = {
+    "clip": Tower(
+        label="CLIP-L/336",
+        config_class=CLIPVisionConfig,
+        model_class=CLIPVisionModel,
+        shapes={
+            "real": CLIP_L_336,
+            "tiny": CLIP_L_336 | TINY,
+        },
+        prefix=1,
+        feature_layer=-2,
+        defaults=dict(frames=1, budgets=[128, 64, 32], repeats=5, order="sequential", stat="median"),
+    ),
+    "siglip": Tower(
+        label="SigLIP-so400m/384",
+        config_class=SiglipVisionConfig,
+        model_class=SiglipVisionModel,
+        shapes={
+            "real": SIGLIP_SO400M_384,
+            "tiny": SIGLIP_SO400M_384 | TINY,
+        },
+        prefix=0,
+        feature_layer=-1,
+        defaults=dict(frames=64, budgets=[64, 32, 16], repeats=2, order="interleaved", stat="min", warmup_frames=2),
+    ),
+}
+STATS = {"median": statistics.median, "min": min}
 
 
 def layer_flops(tokens: int, merged: int, width: int, mlp_width: int) -> float:
@@ -51,6 +126,7 @@ def layer_flops(tokens: int, merged: int, width: int, mlp_width: int) -> float:
 
 
 def encoder_flops(schedule: list[int], patches: int, prefix: int, width: int, mlp_width: int) -> float:
+    """One image's (frame's) encoder layers, ``schedule[l]`` tokens merged at layer l."""
     counts = token_counts(patches, schedule)
     return sum(layer_flops(n + prefix, r, width, mlp_width) for n, r in zip(counts, schedule, strict=False))
 
@@ -78,57 +154,212 @@ def time_forward(model, pixels, repeats: int, warmup: int) -> float:
     return time_call(lambda: model(pixels, output_hidden_states=True), pixels.device, repeats, warmup)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _timed(call, device: torch.device):
+    """Seconds of one ``call()`` under inference mode, and its result (freed after the clock stops)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        result = call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def predict(budgets: list[int], patches: int, layers: int, prefix: int, width: int, mlp_width: int, schedules):
+    """Per-image GFLOPs of native and of each budget's schedule, and the predicted speedups.
+
+    ``schedules[budget]`` is the per-layer merge count the patched tower reported.
+    Returns ``{budget: (gflops, predicted_speedup)}`` with the native row under ``patches``.
+    """
+    native = encoder_flops([0] * layers, patches, prefix, width, mlp_width)
+    rows = {patches: (native / 1e9, 1.0)}
+    for budget in budgets:
+        flops = encoder_flops(schedules[budget], patches, prefix, width, mlp_width)
+        rows[budget] = (flops / 1e9, native / flops)
+    return rows
+
+
+def result_stem(tower: str, device: str, frames: int, shapes: str) -> str:
+    """File stem under results/: CLIP on one image keeps the original ``bench_encoder_<device>``."""
+    stem = "bench_encoder" + ("" if tower == "clip" else f"_{tower}") + ("" if frames == 1 else f"_f{frames}")
+    return f"{stem}_{device}" + ("_tiny" if shapes == "tiny" else "")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tower", choices=sorted(TOWERS), default="clip")
+    parser.add_argument("--frames", type=int, default=None, help="batch of frames/images (clip: 1, siglip: 64)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (default on cpu) or float16 (default on cuda)")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[128, 64, 32])
+    parser.add_argument("--budgets", type=int, nargs="+", default=None, help="tokens per image/frame")
     parser.add_argument("--schedule", default="skip")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="timed forwards per side (clip: 5, siglip: 2)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per side (interleaved: rounds)")
+    parser.add_argument(
+        "--warmup-frames", type=int, default=None, help="frames in a warm-up forward (clip: all, siglip: 2)"
+    )
+    parser.add_argument("--order", choices=("sequential", "interleaved"), default=None)
+    parser.add_argument("--stat", choices=sorted(STATS), default=None, help="statistic of the timed forwards")
+    parser.add_argument("--shapes", choices=("real", "tiny"), default="real", help="tiny: test widths")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the json/md")
     args = parser.parse_args(argv)
+    tower = TOWERS[args.tower]
+    for name, value in tower.defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    config = tower.config_class(**tower.shapes[args.shapes])
+    patches = (config.image_size // config.patch_size) ** 2
+    if args.frames < 1:
+        parser.error(f"--frames {args.frames} must be at least 1")
+    if args.warmup_frames is None:
+        args.warmup_frames = args.frames
+    if not 1 <= args.warmup_frames:
+        parser.error(f"--warmup-frames {args.warmup_frames} must be at least 1")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats {args.repeats} must be >= 1 and --warmup {args.warmup} >= 0")
+    bad = [b for b in args.budgets if not 1 <= b <= patches]
+    if bad:
+        parser.error(f"--budgets {bad} outside [1, {patches}] (the {tower.label} patch tokens per image)")
+    if len(set(args.budgets)) != len(args.budgets):
+        parser.error(f"--budgets {args.budgets} repeats a budget")
+    args.config, args.patches = config, patches
+    return args
 
+
+def measure(model, pixels, sides, tower: Tower, args, log=print) -> dict:
+    """Seconds of every timed forward per side (``None`` = native, else a budget).
+
+    Each forward also checks that ``hidden_states[feature_layer]`` has the side's token count.
+    """
+    device = pixels.device
+    warm = pixels[: args.warmup_frames]
+    times = {side: [] for side in sides}
+    load = {side: [] for side in sides}
+    cpu_share = {side: [] for side in sides}  # process CPU seconds / (wall seconds × threads)
+
+    def forward(side, batch):
+        if side is None:
+            evoprune.unpatch(model)
+        else:
+            evoprune.patch(model, side, args.schedule, feature_layer=tower.feature_layer)
+        cpu = time.process_time()
+        seconds, out = _timed(lambda: model(batch, output_hidden_states=True), device)
+        cpu = time.process_time() - cpu
+        tokens = out.hidden_states[tower.feature_layer].shape[1] - tower.prefix
+        expected = args.patches if side is None else side
+        if tokens != expected:
+            raise RuntimeError(f"side {side}: {tokens} feature tokens, expected {expected}")
+        return seconds, cpu / (seconds * torch.get_num_threads())
+
+    def timed(side):
+        seconds, share = forward(side, pixels)
+        times[side].append(seconds)
+        load[side].append(os.getloadavg()[0])
+        cpu_share[side].append(share)
+        name = "native" if side is None else f"budget {side}"
+        log(f"  {name}: {seconds * 1e3:.1f} ms (load {load[side][-1]:.2f}, cpu share {share:.2f})", flush=True)
+
+    try:
+        if args.order == "sequential":
+            for side in sides:
+                for _ in range(args.warmup):
+                    forward(side, warm)
+                for _ in range(args.repeats):
+                    timed(side)
+        else:
+            for _ in range(args.warmup):
+                for side in sides:
+                    forward(side, warm)
+            for round_ in range(args.repeats):
+                log(f"round {round_ + 1}/{args.repeats}", flush=True)
+                for side in sides:
+                    timed(side)
+    finally:
+        evoprune.unpatch(model)
+    return {"times": times, "load": load, "cpu_share": cpu_share}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tower = TOWERS[args.tower]
+    config, patches = args.config, args.patches
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
     torch.manual_seed(0)
-    config = CLIPVisionConfig(**CLIP_L_336)
-    model = CLIPVisionModel(config).to(device, dtype).eval()
-    pixels = torch.randn(1, 3, config.image_size, config.image_size, device=device, dtype=dtype)
-    patches = (config.image_size // config.patch_size) ** 2
-    width, mlp_width = config.hidden_size, config.intermediate_size
+    model = tower.model_class(config).to(device, dtype).eval()
+    pixels = torch.randn(args.frames, 3, config.image_size, config.image_size, device=device, dtype=dtype)
+    width, mlp_width, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
 
-    native_flops = encoder_flops([0] * config.num_hidden_layers, patches, 1, width, mlp_width)
-    native_s = time_forward(model, pixels, args.repeats, args.warmup)
-    rows = [{"budget": patches, "encoder_ms": native_s * 1e3, "gflops": native_flops / 1e9}]
+    schedules = {}
     for budget in args.budgets:
-        evoprune.patch(model, budget, args.schedule)
-        try:
-            schedule = evoprune.schedule_of(model)
-            seconds = time_forward(model, pixels, args.repeats, args.warmup)
-        finally:
-            evoprune.unpatch(model)
-        flops = encoder_flops(schedule, patches, 1, width, mlp_width)
-        predicted, measured = native_flops / flops, native_s / seconds
-        rows.append(
-            {
-                "budget": budget,
-                "encoder_ms": seconds * 1e3,
-                "gflops": flops / 1e9,
-                "predicted_speedup": predicted,
-                "measured_speedup": measured,
-                "measured_over_predicted": measured / predicted,
+        evoprune.patch(model, budget, args.schedule, feature_layer=tower.feature_layer)
+        schedules[budget] = evoprune.schedule_of(model)
+        evoprune.unpatch(model)
+    prediction = predict(args.budgets, patches, layers, tower.prefix, width, mlp_width, schedules)
+
+    load_start = os.getloadavg()
+    started = time.perf_counter()
+    sides = [None, *args.budgets]
+    measured = measure(model, pixels, sides, tower, args)
+    wall_s = time.perf_counter() - started
+    load_end = os.getloadavg()
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    stat = STATS[args.stat]
+    other_name = "min" if args.stat == "median" else "median"
+    other = STATS[other_name]
+    times = measured["times"]
+    native_s, native_other = stat(times[None]), other(times[None])
+    interleaved = args.order == "interleaved"
+    rows = [{"budget": patches, "encoder_ms": native_s * 1e3, "gflops": prediction[patches][0] * args.frames}]
+    if interleaved:
+        rows[0] |= {"times_ms": [t * 1e3 for t in times[None]], f"{other_name}_ms": native_other * 1e3}
+    for budget in args.budgets:
+        seconds = stat(times[budget])
+        gflops, predicted = prediction[budget]
+        measured_speedup = native_s / seconds
+        row = {
+            "budget": budget,
+            "encoder_ms": seconds * 1e3,
+            "gflops": gflops * args.frames,
+            "predicted_speedup": predicted,
+            "measured_speedup": measured_speedup,
+            "measured_over_predicted": measured_speedup / predicted,
+        }
+        if interleaved:
+            speedup_other = native_other / other(times[budget])
+            row |= {
+                "times_ms": [t * 1e3 for t in times[budget]],
+                "schedule": schedules[budget],
+                f"{other_name}_ms": other(times[budget]) * 1e3,
+                f"measured_over_predicted_{other_name}": speedup_other / predicted,
             }
-        )
-        print(f"budget {budget}: {seconds * 1e3:.1f} ms, speedup {measured:.2f}x vs predicted {predicted:.2f}x")
+        rows.append(row)
+        print(f"budget {budget}: {seconds * 1e3:.1f} ms, speedup {measured_speedup:.2f}x vs predicted {predicted:.2f}x")
 
     device_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
     )
+    dtype_name = str(dtype).removeprefix("torch.")
+    if args.tower == "clip" and args.frames == 1 and not interleaved and args.shapes == "real":
+        title = f"CLIP-L/336 random weights, {device_name}, {dtype_name}, schedule={args.schedule}, "
+        title += f"{args.stat} of {args.repeats}"
+    else:
+        noun = ("frame" if args.tower == "siglip" else "image") + ("s" if args.frames > 1 else "")
+        tiny = " (tiny test shapes)" if args.shapes == "tiny" else ""
+        title = f"{tower.label}{tiny} random weights, {args.frames} {noun} as one batch, {device_name}, {dtype_name}, "
+        title += f"schedule={args.schedule}, feature_layer={tower.feature_layer}, {args.stat} of {args.repeats} "
+        if interleaved:
+            order = ", ".join(["native", *map(str, args.budgets)])
+            warm = min(args.warmup_frames, args.frames)
+            title += f"interleaved rounds ({order}, native, …; {args.warmup} warm-up rounds on {warm} frames first)"
+        else:
+            title += "(each side's forwards one after another)"
     lines = [
-        f"# Encoder latency, CLIP-L/336 random weights, {device_name}, {str(dtype).removeprefix('torch.')}, "
-        f"schedule={args.schedule}, median of {args.repeats}",
+        f"# Encoder latency, {title}",
         "",
         "| tokens | encoder ms | GFLOPs | predicted speedup | measured speedup | measured / predicted |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -140,13 +371,59 @@ def main(argv: list[str] | None = None) -> None:
             else "1.00x | 1.00x | –"
         )
         lines.append(f"| {row['budget']} | {row['encoder_ms']:.1f} | {row['gflops']:.1f} | {extra} |")
+    if interleaved:
+        per_image = "frame" if args.tower == "siglip" else "image"
+        lines += [
+            "",
+            f"Tokens per {per_image}; encoder ms and GFLOPs for the whole batch of {args.frames}. "
+            f"measured / predicted by the {other_name} instead: "
+            + ", ".join(f"{row['budget']}: {row[f'measured_over_predicted_{other_name}']:.2f}" for row in rows[1:])
+            + ".",
+            "",
+            "Every timed forward, ms (round by round; cpu share = process CPU time / (wall time × threads), "
+            "below 1 when other processes took the cores):",
+            "",
+        ]
+        for row, side in zip(rows, sides, strict=True):
+            shares = measured["cpu_share"][side]
+            lines.append(
+                f"- {row['budget']}: "
+                + ", ".join(f"{t:.0f} (cpu share {c:.2f})" for t, c in zip(row["times_ms"], shares, strict=True))
+            )
+        lines += [
+            "",
+            f"Benchmark wall time {wall_s / 60:.1f} min; 1-min load average {load_start[0]:.2f} at the start, "
+            f"{load_end[0]:.2f} at the end; peak resident memory {peak_rss_gib:.1f} GiB; torch {torch.__version__}.",
+        ]
     table = "\n".join(lines)
     print(table)
-    tag = device.type
     meta = {"device": device_name, "dtype": str(dtype), "schedule": args.schedule, "repeats": args.repeats}
     meta |= {"torch": torch.__version__}
-    write_json(RESULTS / f"bench_encoder_{tag}.json", {"meta": meta, "rows": rows})
-    write_text(RESULTS / f"bench_encoder_{tag}.md", table + "\n")
+    if interleaved or args.tower != "clip" or args.frames != 1:
+        meta |= {
+            "tower": tower.label,
+            "shapes": args.shapes,
+            "config": tower.shapes[args.shapes],
+            "frames": args.frames,
+            "feature_layer": tower.feature_layer,
+            "order": args.order,
+            "statistic": args.stat,
+            "warmup": args.warmup,
+            "warmup_frames": min(args.warmup_frames, args.frames),
+            "wall_s": wall_s,
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+            "loadavg_1min_after_each_forward": {
+                "native" if side is None else str(side): values for side, values in measured["load"].items()
+            },
+            "cpu_share_after_each_forward": {
+                "native" if side is None else str(side): values for side, values in measured["cpu_share"].items()
+            },
+            "peak_rss_gib": peak_rss_gib,
+        }
+    stem = result_stem(args.tower, device.type, args.frames, args.shapes)
+    write_json(args.out / f"{stem}.json", {"meta": meta, "rows": rows})
+    write_text(args.out / f"{stem}.md", table + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ projections are CLIP-L's shapes with random weights (`scripts/bench_pruners.py`)
 project's byte tokenizer (an upper bound on its text-tower cost; CLIP's BPE vocabulary is offline).
 
 Stages are `evoprune.harness.timing.STAGES` up to `prefill`; `pre_llm` = vision_encoder +
-projector + pruning, `ttft` = every stage before decode (preprocess included). Each round runs
+other (the projector) + pruning, `ttft` = every stage before decode (preprocess included). Each round runs
 native, then every method × budget, interleaved; the first `--warmup` rounds are discarded and
 every time is a MEDIAN over the `--repeats` timed rounds (speedups: ratios of the medians). Stages
 doing provably identical work are pooled into one median over every run doing it (`pool_key`:
@@ -245,7 +245,7 @@ class Run:
         """As the runner does before its samples; CDPruner gets the random CLIP-L text tower here
         instead of loading openai/clip-vit-large-patch14-336 from disk."""
         if self.method == "cdpruner":
-            self.pruner.clip, self.pruner.tokenizer = clip
+            self.pruner.use_image_text_model("clip", *clip)
         else:
             self.pruner.attach(loaded.model)
         if self.method == "evoprune" and self.schedule is None:
@@ -312,7 +312,7 @@ def time_run(run: Run, loaded: LoadedModel, clip, image, clock: LayerClock, tota
     times = {stage: result.times[stage] for stage in TTFT_STAGES}
     times["prefill_measured"] = times["prefill"]
     times["prefill"] = scaled_prefill(times["prefill"], layer_times, layer_tokens, total_layers)
-    times["pre_llm"] = times["vision_encoder"] + times["projector"] + times["pruning"]
+    times["pre_llm"] = times["vision_encoder"] + times["other"] + times["pruning"]
     times["ttft"] = sum(times[stage] for stage in TTFT_STAGES)
     run.visual_tokens = result.visual_tokens_after
     run.llm_tokens = layer_tokens[-1]
@@ -335,7 +335,7 @@ def pool_key(run: Run, stage: str):
     Everything else (pruning, EvoPrune's encoder, DART's prefill) is the run's own."""
     if stage == "preprocess":
         return "all"
-    if stage in ("vision_encoder", "projector") and run.method != "evoprune":
+    if stage in ("vision_encoder", "other") and run.method != "evoprune":
         return "native"
     if stage == "prefill" and run.method != "dart":
         return ("llm", run.llm_tokens)
@@ -356,7 +356,7 @@ def stage_medians(runs: list[Run], pool: bool) -> list[dict[str, float]]:
         medians["own_vision_encoder"], medians["own_prefill"] = medians["vision_encoder"], medians["prefill"]
         if pool:
             medians |= {stage: statistics.median(pooled[stage, pool_key(run, stage)]) for stage in TTFT_STAGES}
-            medians["pre_llm"] = medians["vision_encoder"] + medians["projector"] + medians["pruning"]
+            medians["pre_llm"] = medians["vision_encoder"] + medians["other"] + medians["pruning"]
             medians["ttft"] = sum(medians[stage] for stage in TTFT_STAGES)
         result.append(medians)
     return result
@@ -439,14 +439,14 @@ def markdown(rows: list[dict], title: str, notes: list[str]) -> str:
     lines = [
         f"# {title}",
         "",
-        "| method | budget | LLM tokens | preprocess | encoder | pruning | projector | prefill | pre-LLM | TTFT "
+        "| method | budget | LLM tokens | preprocess | encoder | pruning | other | prefill | pre-LLM | TTFT "
         "| pre-LLM speedup (pred.) | prefill speedup (pred.) | TTFT speedup (pred.) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ms = " | ".join(
             f"{row[f'{name}_ms']:.1f}"
-            for name in ("preprocess", "vision_encoder", "pruning", "projector", "prefill", "pre_llm", "ttft")
+            for name in ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
         )
         speed = " | ".join(f"{row[f'speedup_{n}']:.2f}x ({row[f'predicted_{n}']:.2f}x)" for n in SPEEDUPS)
         budget = "all" if row["method"] == "none" else row["budget"]
@@ -476,7 +476,7 @@ def render_figure(rows: list[dict], path: Path, title: str) -> None:
             total = "ttft" if top == 0 else "pre_llm"
             scale, unit = (1e-3, "s") if native[f"{total}_ms"] >= 2000 else (1.0, "ms")
             encoder = np.array([row["vision_encoder_ms"] for row in bars]) * scale
-            other = np.array([row["projector_ms"] + row["pruning_ms"] for row in bars]) * scale
+            other = np.array([row["other_ms"] + row["pruning_ms"] for row in bars]) * scale
             if top == 0:
                 other += np.array([row["preprocess_ms"] for row in bars]) * scale
             ax.bar(x, encoder, color=colours[0], label="visual encoder")
@@ -618,8 +618,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "Speedup = native median / method median; (pred.) = native FLOPs / method FLOPs (encoder 8nd^2 + 4n^2d + "
         "16n'd^2 per layer, projector, LLM 2S(4d^2 + 3d*ff) + 4S^2d per layer; DART split at its layer K; selection "
         "work not counted).",
-        "pre-LLM = vision_encoder + projector + pruning; TTFT = preprocess + pre-LLM + prefill (every stage before "
-        "decode). DART's selection runs inside prefill, EvoPrune's merging inside vision_encoder.",
+        "pre-LLM = vision_encoder + other (projector) + pruning; TTFT = preprocess + pre-LLM + prefill (every stage "
+        "before decode). DART's selection runs inside prefill, EvoPrune's merging inside vision_encoder.",
         f"Machine: {info}. Whole run (build + all rounds) {elapsed / 60:.1f} min.",
     ]
     table = markdown(rows, title, notes)

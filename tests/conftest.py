@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -57,6 +59,35 @@ def tiny_loaded():
 
     cfg = compose_config()
     return load_model(cfg.model, torch.device("cpu"), torch.float32, seed=cfg.seed)
+
+
+def run_py(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py <args>` to completion, output captured; ``env`` adds to the environment."""
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def read_docs(data_dir: Path, task: str) -> list[dict]:
+    """The generated docs of ``task`` (one JSON object per line)."""
+    return [json.loads(line) for line in (data_dir / f"{task}.jsonl").read_text().splitlines()]
+
+
+def file_tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def local_task_manager(include_path: Path):
+    """lmms-eval's task index of one local task folder (no built-in tasks)."""
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(include_path), include_defaults=False)
 
 
 def count_lines(path):

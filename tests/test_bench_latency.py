@@ -96,7 +96,7 @@ def test_markdown_and_figure_written(tiny_run):
 def test_identical_stages_are_pooled_and_own_work_is_not():
     def run(method, budget, llm_tokens, encoder, pruning, prefill):
         samples = [
-            {"preprocess": 0.01, "vision_encoder": e, "projector": 0.1, "pruning": p, "prefill": f}
+            {"preprocess": 0.01, "vision_encoder": e, "other": 0.1, "pruning": p, "prefill": f}
             | {"prefill_measured": f, "pre_llm": e + 0.1 + p, "ttft": 0.01 + e + 0.1 + p + f}
             for e, p, f in zip(encoder, pruning, prefill, strict=True)
         ]

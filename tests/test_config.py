@@ -1,26 +1,11 @@
 """Config composition and the checks that run before any model or data is loaded."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from conftest import REPO_ROOT, compose_config
+from conftest import REPO_ROOT, compose_config, run_py
 from hydra import compose, initialize_config_dir
 
 from evoprune.harness import runner
 from evoprune.harness.settings import ConfigError, check_budget, check_config
-
-
-def run_py(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=None if env is None else {**os.environ, **env},
-    )
 
 
 def test_default_composition():

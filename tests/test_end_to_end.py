@@ -2,11 +2,9 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_py
 from omegaconf import OmegaConf
 
 from evoprune.harness.outputs import write_json
@@ -25,13 +23,11 @@ SAMPLE_FIELDS = {
     "times",
     "visual_tokens_before",
     "visual_tokens_after",
+    "newline_tokens",
+    "frames",
     "error",
     "from_journal",
 }
-
-
-def run_py(*args):
-    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +93,7 @@ def test_unreadable_image_is_an_error_not_an_answer(tmp_path):
     result = run_py(
         f"output_dir={tmp_path / 'runs'}",
         f"benchmark.include_path={tasks}",
-        "benchmark.synthetic_data=false",
+        "benchmark.synthetic_data=null",
         "limit=2",
         "warmup=0",
     )

@@ -267,7 +267,7 @@ def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
     """The README's two lines on a whole LLaVA: HF's own generate matches the harness pipeline."""
     from PIL import Image
 
-    from evoprune.harness.pipeline import _input_ids_with_image_run, build_prompt, generate
+    from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate
     from evoprune.harness.pruning import Pruner
 
     image = Image.new("RGB", (300, 200), (10, 200, 30))
@@ -275,7 +275,7 @@ def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
     tower = tiny_loaded.model.model.vision_tower
     evoprune.patch(tower, 32)
     try:
-        ids = _input_ids_with_image_run(tiny_loaded, prompt, 32)[None]
+        ids = _input_ids_with_visual_run(tiny_loaded, prompt, 32)[0][None]
         pixels = tiny_loaded.image_processor(image, return_tensors="pt").pixel_values
         with torch.no_grad():
             out = tiny_loaded.model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, do_sample=False)

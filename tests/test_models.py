@@ -6,7 +6,7 @@ from conftest import compose_config
 from PIL import Image
 
 from evoprune.harness.models import build_byte_tokenizer, build_tiny_llava, resolve_dtype
-from evoprune.harness.pipeline import _input_ids_with_image_run, build_prompt, generate
+from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate
 from evoprune.harness.pruning import Pruner, VisualTokens
 from evoprune.harness.timing import STAGES
 
@@ -17,8 +17,8 @@ class KeepFirst(Pruner):
     name = "keep_first"
 
     def select(self, tokens: VisualTokens):
-        assert tokens.features.shape[0] == tokens.projected.shape[0] == 576
-        return torch.arange(self.budget)
+        assert tokens.features.shape[:2] == tokens.projected.shape[:2] == (1, 576)
+        return torch.arange(self.budget)[None]
 
 
 def _image(width=320, height=240):
@@ -70,7 +70,7 @@ def test_staged_generation_matches_hf_generate(tiny_loaded):
     question = "What colour is the square?"
     result = generate(tiny_loaded, Pruner(None), _image(), question, max_new_tokens=10, until=[])
     prompt = build_prompt(tiny_loaded.prompt_template, question)
-    ids = _input_ids_with_image_run(tiny_loaded, prompt, 576)[None]
+    ids = _input_ids_with_visual_run(tiny_loaded, prompt, 576)[0][None]
     pixel_values = tiny_loaded.image_processor(_image(), return_tensors="pt").pixel_values
     with torch.no_grad():
         reference = tiny_loaded.model.generate(

@@ -53,7 +53,7 @@ def _row(task, total, error=None, tokens=576):
         "preprocess": 1.0,
         "vision_encoder": 2.0,
         "pruning": 0.5,
-        "projector": 0.5,
+        "other": 0.5,
         "prefill": 3.0,
         "decode": total - 7.0,
     }
@@ -67,7 +67,7 @@ def test_latency_summary_medians_skip_errors_and_group_stages():
     overall = summary["overall"]
     assert overall["samples"] == 3
     assert overall["total"] == 12.0
-    assert overall["pre_llm"] == 3.0  # encoder + pruning + projector
+    assert overall["pre_llm"] == 3.0  # encoder + pruning + other
     assert overall["llm"] == 3.0 + 5.0  # prefill + median decode
     assert summary["per_task"]["b"]["samples"] == 1
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import scripted_lmms
+from conftest import file_tree, local_task_manager, read_docs, scripted_lmms
 from PIL import Image
 
 from evoprune.harness import smoke_data
@@ -32,20 +32,12 @@ def utils():
     return utils
 
 
-def _docs(data_dir: Path, task: str) -> list[dict]:
-    return [json.loads(line) for line in (data_dir / f"{task}.jsonl").read_text().splitlines()]
-
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 # --- data -----------------------------------------------------------------------------
 
 
 def test_generation_is_deterministic(tmp_path):
-    first = _tree(ensure_smoke_data(target_dir=tmp_path / "a" / "data"))
-    second = _tree(ensure_smoke_data(target_dir=tmp_path / "b" / "data"))
+    first = file_tree(ensure_smoke_data(target_dir=tmp_path / "a" / "data"))
+    second = file_tree(ensure_smoke_data(target_dir=tmp_path / "b" / "data"))
     assert len(first) == 36 + 4
     assert first == second
 
@@ -73,7 +65,7 @@ def test_sample_counts_and_doc_fields(data_dir):
     }
     ids = []
     for task in TASKS:
-        docs = _docs(data_dir, task)
+        docs = read_docs(data_dir, task)
         assert len(docs) == 36
         assert all(set(doc) == fields[task] for doc in docs)
         assert all((data_dir / doc["image"]).is_file() for doc in docs)
@@ -84,14 +76,14 @@ def test_sample_counts_and_doc_fields(data_dir):
 
 
 def test_doc_formats(data_dir):
-    for doc in _docs(data_dir, "smoke_vqa"):
+    for doc in read_docs(data_dir, "smoke_vqa"):
         assert [a["answer_id"] for a in doc["answers"]] == list(range(1, 11))
-    yesno = _docs(data_dir, "smoke_yesno")
+    yesno = read_docs(data_dir, "smoke_yesno")
     for yes, no in zip(yesno[::2], yesno[1::2], strict=True):
         assert (yes["answer"], no["answer"]) == ("Yes", "No")
         assert yes["image"] == no["image"] and yes["category"] == no["category"]
         assert yes["question"].endswith(" Please answer yes or no.")
-    for doc in _docs(data_dir, "smoke_mcq"):
+    for doc in read_docs(data_dir, "smoke_mcq"):
         assert doc[doc["answer"]] is not None
 
 
@@ -112,7 +104,7 @@ def test_vqa_accuracy(utils):
 def test_vqa_matches_lmms_eval_vqav2(utils, data_dir):
     from lmms_eval.tasks.vqav2.utils import vqav2_process_results
 
-    for doc in _docs(data_dir, "smoke_vqa")[:12]:
+    for doc in read_docs(data_dir, "smoke_vqa")[:12]:
         for prediction in (doc["answer"], doc["answers"][0]["answer"], "Two", "no idea"):
             expected = vqav2_process_results(copy.deepcopy(doc), [prediction])["exact_match"]
             assert utils.vqa_process_results(doc, [prediction]) == {"exact_match": pytest.approx(expected)}
@@ -223,12 +215,6 @@ def test_mcq_prompt_like_mmbench(utils):
 # --- lmms-eval loading ------------------------------------------------------------------
 
 
-def _task_manager(include_path: Path):
-    from lmms_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(include_path), include_defaults=False)
-
-
 def _build(task_manager, name: str):
     from lmms_eval.tasks import get_task_dict
 
@@ -236,7 +222,7 @@ def _build(task_manager, name: str):
 
 
 def test_task_manager_builds_group(data_dir):
-    manager = _task_manager(TASK_DIR)
+    manager = local_task_manager(TASK_DIR)
     assert set(manager.all_subtasks) == set(TASKS) and manager.all_groups == ["smoke_image"]
     (group_tasks,) = _build(manager, "smoke_image").values()
     assert set(group_tasks) == set(TASKS)
@@ -251,7 +237,7 @@ def test_task_manager_builds_group(data_dir):
 def test_corrupt_image_raises_in_copied_task_folder(tmp_path, data_dir):
     copied = tmp_path / "smoke"
     shutil.copytree(TASK_DIR, copied, ignore=shutil.ignore_patterns("__pycache__"))
-    task = _build(_task_manager(copied), "smoke_vqa")["smoke_vqa"]
+    task = _build(local_task_manager(copied), "smoke_vqa")["smoke_vqa"]
     doc = task.test_docs()[0]
     (copied / "data" / doc["image"]).write_bytes(b"not a png")
     with pytest.raises(OSError):
@@ -270,7 +256,10 @@ def test_simple_evaluate_reports_metrics(data_dir):
         return doc["answer"] if doc_id % 2 == 0 else "zzz"
 
     results = simple_evaluate(
-        model=scripted_lmms(half_right), tasks=["smoke_image"], task_manager=_task_manager(TASK_DIR), bootstrap_iters=0
+        model=scripted_lmms(half_right),
+        tasks=["smoke_image"],
+        task_manager=local_task_manager(TASK_DIR),
+        bootstrap_iters=0,
     )
     scores = results["results"]
     assert scores["smoke_vqa"]["exact_match,none"] == pytest.approx(0.5)

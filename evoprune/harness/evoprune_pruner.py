@@ -1,7 +1,10 @@
 """Harness glue for EvoPrune: patch the LLaVA vision tower for the run, unpatch after.
 
-The tower then hands the projector exactly ``budget`` patch tokens, so there is nothing left to
-select after the encoder; the merging cost is inside the ``vision_encoder`` stage.
+The tower then hands the projector exactly ``budget`` patch tokens per image or frame, so there is
+nothing left to select after the encoder; the merging cost is inside the ``vision_encoder`` stage.
+On video (SigLIP, 729 patches per frame) every frame is merged straight to ``budget`` in one batched
+tower forward (frames are the batch); the merged tokens are no grid, so the pipeline skips the 2x2
+pooling and lays them out with the model's ``merged_newline``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ class EvoPrunePruner(Pruner):
     """`evoprune.patch` on ``model.model.vision_tower`` at the model's feature layer."""
 
     name = "evoprune"
+    in_encoder = True
 
     def __init__(self, budget: int | None, schedule: str = "skip", **options):
         super().__init__(budget)

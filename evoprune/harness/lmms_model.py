@@ -3,8 +3,9 @@
 Unlike lmms-eval's stock ``llava_hf`` wrapper, a failing sample is never turned into a silent
 empty answer: its exception is recorded as a `SampleRecord` error (with the reason), the answer
 lmms-eval scores is the visible marker `ERROR_ANSWER` (scored wrong), and the runner counts it
-and exits non-zero. Only ``generate_until`` tasks with one image per sample are supported, which
-covers every image benchmark of the paper.
+and exits non-zero. Only ``generate_until`` tasks with one visual per sample are supported: one
+PIL image, or one video file path (what lmms-eval's video tasks' ``doc_to_visual`` returns), which
+covers every benchmark of the paper. An unreadable video is such a sample error.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class SampleRecord:
     answer: str | None = None
     times: dict[str, float] = field(default_factory=dict)
     visual_tokens_before: int | None = None
-    visual_tokens_after: int | None = None
+    visual_tokens_after: int | None = None  # visual tokens reaching the LLM, newlines not counted
+    newline_tokens: int | None = None
+    frames: int | None = None
     error: str | None = None
     from_journal: bool = False  # answered by an earlier, interrupted process of the same run
 
@@ -43,12 +46,22 @@ class SampleRecord:
         return asdict(self)
 
 
-def _single_image(visuals) -> Image.Image:
-    images = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
-    if len(images) != 1 or not isinstance(images[0], Image.Image):
-        kinds = [type(v).__name__ for v in images]
-        raise ValueError(f"expected exactly one PIL image per sample, got {len(images)}: {kinds}")
-    return images[0]
+def _single_visual(visuals) -> Image.Image | str:
+    """The sample's one visual: a PIL image or a video file path."""
+    items = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
+    if len(items) != 1 or not isinstance(items[0], (Image.Image, str)):
+        kinds = [type(v).__name__ for v in items]
+        raise ValueError(f"expected exactly one PIL image or one video path per sample, got {len(items)}: {kinds}")
+    return items[0]
+
+
+def _visuals_of(doc_to_visual, doc):
+    """The task's visuals for ``doc``; a task that exits the process instead of raising (lmms-eval's
+    Video-MME does when a video file is missing) becomes an exception, so the run goes on."""
+    try:
+        return doc_to_visual(doc)
+    except SystemExit as err:
+        raise RuntimeError(f"the task's doc_to_visual called sys.exit({err.code!r}): its visual is missing") from None
 
 
 def _generation_limits(gen_kwargs: dict) -> tuple[int, list[str]]:
@@ -99,12 +112,12 @@ class PrunedLlava(lmms):
         question, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         record = SampleRecord(task=task, doc_id=int(doc_id), prompt=question)
         try:
-            image = _single_image(doc_to_visual(self.task_dict[task][split][doc_id]))
+            visual = _single_visual(_visuals_of(doc_to_visual, self.task_dict[task][split][doc_id]))
             max_new_tokens, until = _generation_limits(dict(gen_kwargs))
             for _ in range(self.warmup):
-                generate(self.loaded, self.pruner, image, question, max_new_tokens, until)
+                generate(self.loaded, self.pruner, visual, question, max_new_tokens, until)
             self.warmup = 0
-            result = generate(self.loaded, self.pruner, image, question, max_new_tokens, until)
+            result = generate(self.loaded, self.pruner, visual, question, max_new_tokens, until)
         except Exception as err:  # recorded per sample, counted and reported by the runner
             record.error = f"{type(err).__name__}: {err}"
             record.answer = ERROR_ANSWER
@@ -113,6 +126,8 @@ class PrunedLlava(lmms):
         record.times = result.times
         record.visual_tokens_before = result.visual_tokens_before
         record.visual_tokens_after = result.visual_tokens_after
+        record.newline_tokens = result.newline_tokens
+        record.frames = result.frames
         return record
 
     def generate_until(self, requests: list[Instance]) -> list[str]:

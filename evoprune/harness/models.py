@@ -1,35 +1,51 @@
-"""Load a LLaVA model (`LlavaForConditionalGeneration`) with its tokenizer and image processor.
+"""Load a LLaVA model with its tokenizer and image processor.
 
+Two architectures (``model.architecture``): ``llava`` (LLaVA-1.5, `LlavaForConditionalGeneration`,
+CLIP with a [CLS] token) and ``llava_onevision`` (LLaVA-Video-7B-Qwen2 on transformers'
+`LlavaOnevisionForConditionalGeneration`, a 26-layer SigLIP without [CLS], and Qwen2; only its
+modules are used: the harness lays out the visual tokens itself, see `evoprune.harness.layout`).
 Two sources, one result type:
 - ``kind: hf``: an HF model id or a local directory (e.g. ``llava-hf/llava-1.5-7b-hf``). The
   weights must already be on disk (the directory, or the HF cache) unless ``download: true``; a
   model that is not there, or fails to load, raises `ModelUnavailableError` at once, naming the
   id and the ``model.path=`` override (no slow Hub retries on machines without Hub access).
+  LLaVA-Video's original checkpoint layout (``lmms-lab/LLaVA-Video-7B-Qwen2``) is read through
+  `evoprune.harness.video_weights`, as is an HF-format conversion.
 - ``kind: tiny``: a randomly initialised model built from config, seeded and deterministic, with
-  the real CLIP-L/336 token grid (24x24 patches + CLS, 24 layers) and only the widths shrunk, a
-  small Llama, and a byte-level tokenizer built locally. Its answers are noise; it exists so the
-  whole pipeline runs offline.
+  the real token grid and depth of its tower (CLIP-L/336: 24x24 patches + CLS, 24 layers; SigLIP
+  so400m/384: 27x27 patches, 26 layers) and only the widths shrunk, a small Llama or Qwen2, and a
+  byte-level tokenizer built locally. Its answers are noise; it exists so the whole pipeline runs
+  offline.
 
-Images are always preprocessed by `LlavaImageProcessorPil` (PIL backend: PyPI's torchvision is a
-CUDA build that breaks CPU-only torch) with ``do_pad`` = the model config's ``pad_to_square``,
-which pads to a square in the mean colour before resizing, as the original LLaVA-1.5 does.
+Images and frames are preprocessed by transformers' PIL processors (PyPI's torchvision is a CUDA
+build that breaks CPU-only torch): LLaVA-1.5 by `LlavaImageProcessorPil` with ``do_pad`` = the
+model config's ``pad_to_square`` (a square in the mean colour before resizing, as the original
+LLaVA-1.5 does); LLaVA-Video by `SiglipImageProcessorPil`: bicubic resize to the tower's square
+size, mean = std = 0.5, as SigLIP-so400m's preprocessor config.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import (
     CLIPVisionConfig,
+    CLIPVisionModel,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    SiglipVisionConfig,
 )
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 IMAGE_TOKEN = "<image>"
 # CLIP's normalisation constants, as in openai/clip-vit-large-patch14-336's preprocessor config.
@@ -37,37 +53,74 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+ARCHITECTURES = {"llava": LlavaForConditionalGeneration, "llava_onevision": LlavaOnevisionForConditionalGeneration}
+MEDIA = ("image", "video")
+
+
 class ModelUnavailableError(RuntimeError):
     """The configured real model cannot be loaded (no local copy, no Hub access, bad path)."""
+
+
+@dataclass(frozen=True)
+class VisualLayout:
+    """How projected visual tokens reach the LLM (`evoprune.harness.layout`), from the model config."""
+
+    pool_stride: int | None = None  # 2x2 average pooling of each frame's grid after the projector
+    newline: str = "none"  # grid: a newline after every row of every frame; none
+    merged_newline: str = "none"  # for in-encoder-merged tokens (no grid): frame | none
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """LLaVA-Video's frame sampling and time instruction (model config ``video``)."""
+
+    frames: int = 64
+    frame_batch: int = 16  # frames per vision-tower forward
+    time_instruction: str = ""  # formatted with duration, frames, timestamps; "" leaves it out
 
 
 @dataclass
 class LoadedModel:
     """A LLaVA model ready for staged inference."""
 
-    model: LlavaForConditionalGeneration
+    model: LlavaForConditionalGeneration | LlavaOnevisionForConditionalGeneration
     tokenizer: PreTrainedTokenizerBase
-    image_processor: LlavaImageProcessorPil
+    image_processor: LlavaImageProcessorPil | SiglipImageProcessorPil
     image_token_id: int
     prompt_template: str
     device: torch.device
     dtype: torch.dtype
+    media: str = "image"
+    layout: VisualLayout = VisualLayout()
+    video: VideoSampling | None = None
+    stop_token_ids: tuple[int, ...] = ()  # ended like EOS (e.g. Qwen's <|im_end|>)
 
     @property
     def feature_layer(self) -> int:
         return self.model.config.vision_feature_layer
 
     @property
-    def keeps_cls(self) -> bool:
-        """True when the LLM is fed the CLS token too (``vision_feature_select_strategy: full``)."""
-        return self.model.config.vision_feature_select_strategy == "full"
+    def cls_tokens(self) -> int:
+        """[CLS] tokens at the front of the tower's output: 1 for CLIP, 0 for SigLIP."""
+        return 1 if isinstance(self.model.model.vision_tower, CLIPVisionModel) else 0
+
+    @property
+    def dropped_prefix(self) -> int:
+        """Leading tower tokens not fed to the LLM (CLIP's [CLS] under ``select_strategy: default``)."""
+        return self.cls_tokens if self.model.config.vision_feature_select_strategy == "default" else 0
+
+    @property
+    def encoder_tokens(self) -> int:
+        """Patch tokens per image or frame out of the tower ([CLS] not counted): 576 CLIP, 729 SigLIP."""
+        vision = self.model.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
 
     @property
     def num_visual_tokens(self) -> int:
-        """Visual tokens per image that the unpruned model feeds the LLM."""
-        vision = self.model.config.vision_config
-        patches = (vision.image_size // vision.patch_size) ** 2
-        return patches + 1 if self.keeps_cls else patches
+        """Visual tokens per image or frame that the unpruned model feeds the LLM (newlines not counted)."""
+        tokens = self.encoder_tokens + self.cls_tokens - self.dropped_prefix
+        stride = self.layout.pool_stride
+        return tokens if stride is None else (math.isqrt(tokens) // stride) ** 2
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,8 +135,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
-def build_byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 byte tokens + specials) built without any download."""
+def build_byte_tokenizer(bos: bool = True, extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + specials) built without any download.
+
+    ``bos``: prepend ``<s>`` to every encoding (Llama does; Qwen2 does not). ``extra_specials``:
+    more special tokens (e.g. Qwen's chat markers), each one id.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -92,11 +149,12 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, *extra_specials]})
     return tokenizer
 
 
@@ -112,11 +170,8 @@ def llava_config(vision_config, text_config, tokenizer, feature_layer: int) -> L
     )
 
 
-def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
-    """A seeded random LLaVA with the real token grid; widths and LLM depth from ``tiny_cfg``."""
-    tokenizer = build_byte_tokenizer()
-    vision, text = tiny_cfg["vision"], tiny_cfg["text"]
-    vision_config = CLIPVisionConfig(
+def _vision_fields(vision) -> dict:
+    return dict(
         hidden_size=vision["hidden_size"],
         intermediate_size=vision["intermediate_size"],
         num_hidden_layers=vision["num_layers"],
@@ -124,7 +179,10 @@ def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration
         image_size=vision["image_size"],
         patch_size=vision["patch_size"],
     )
-    text_config = LlamaConfig(
+
+
+def _text_fields(text, tokenizer) -> dict:
+    return dict(
         hidden_size=text["hidden_size"],
         intermediate_size=text["intermediate_size"],
         num_hidden_layers=text["num_layers"],
@@ -136,14 +194,57 @@ def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
+
+
+def _seeded(build, seed: int):
+    """``build()`` under ``torch.manual_seed(seed)``, leaving the global RNG state as it was."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = LlavaForConditionalGeneration(config)
+        return build()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
+    """A seeded random LLaVA-1.5 with the real CLIP token grid; widths and LLM depth from ``tiny_cfg``."""
+    tokenizer = build_byte_tokenizer()
+    vision_config = CLIPVisionConfig(**_vision_fields(tiny_cfg["vision"]))
+    text_config = LlamaConfig(**_text_fields(tiny_cfg["text"], tokenizer))
+    config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
+    model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def build_tiny_llava_video(
+    tiny_cfg, seed: int
+) -> tuple[LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast]:
+    """A seeded random LLaVA-Video: SigLIP with the real depth and grid, small widths, a small Qwen2.
+
+    The tokenizer is byte-level with Qwen's chat markers and no BOS (as Qwen2); ``<|im_end|>`` is EOS.
+    """
+    tokenizer = build_byte_tokenizer(bos=False, extra_specials=QWEN_CHAT_TOKENS)
+    tokenizer.eos_token = "<|im_end|>"
+    vision_config = SiglipVisionConfig(**_vision_fields(tiny_cfg["vision"]), vision_use_head=False)
+    text_fields = _text_fields(tiny_cfg["text"], tokenizer)
+    text_fields["bos_token_id"] = None
+    text_config = Qwen2Config(**text_fields)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    config = LlavaOnevisionConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=image_token_id,
+        video_token_index=image_token_id,  # never used: the harness places every visual token itself
+        vision_feature_layer=tiny_cfg["feature_layer"],
+        vision_feature_select_strategy="full",
+    )
+    model = _seeded(lambda: LlavaOnevisionForConditionalGeneration(config), seed)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
 
 
@@ -155,6 +256,13 @@ def clip_image_processor(image_size: int, pad_to_square: bool) -> LlavaImageProc
         crop_size={"height": image_size, "width": image_size},
         image_mean=list(CLIP_MEAN),
         image_std=list(CLIP_STD),
+    )
+
+
+def siglip_image_processor(image_size: int) -> SiglipImageProcessorPil:
+    """SigLIP-so400m's preprocessing (bicubic resize to a square, mean = std = 0.5), built locally."""
+    return SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
 
 
@@ -198,29 +306,47 @@ def locate_weights(model_cfg) -> str | None:
     return model_cfg["path"]
 
 
-def _load_hf(model_cfg, device: torch.device, dtype: torch.dtype):
+def _load_hf(model_cfg, dtype: torch.dtype):
     source = locate_weights(model_cfg)
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
-        image_processor = LlavaImageProcessorPil.from_pretrained(source, do_pad=model_cfg["pad_to_square"])
+        if model_cfg["architecture"] == "llava":
+            model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
+            image_processor = LlavaImageProcessorPil.from_pretrained(source, do_pad=model_cfg["pad_to_square"])
+            return model, tokenizer, image_processor
+        from evoprune.harness.video_weights import load_llava_video
+
+        # The original checkpoint's tokenizer has no image token (LLaVA-NeXT splices by position):
+        # one is added; its embedding row is never read (the pipeline overwrites those positions).
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        model = load_llava_video(source, _vision_fields(model_cfg["vision"]), image_token_id, dtype)
     except OSError as err:
         raise _unavailable(model_cfg, f"{type(err).__name__}: {err}") from err
-    return model, tokenizer, image_processor
+    return model, tokenizer, siglip_image_processor(model.config.vision_config.image_size)
+
+
+def _build_tiny(model_cfg, seed: int):
+    if model_cfg["architecture"] == "llava":
+        model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
+        image_size = model.config.vision_config.image_size
+        return model, tokenizer, clip_image_processor(image_size, model_cfg["pad_to_square"])
+    model, tokenizer = build_tiny_llava_video(model_cfg["tiny"], seed)
+    return model, tokenizer, siglip_image_processor(model.config.vision_config.image_size)
 
 
 def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -> LoadedModel:
     """Load the model named by ``model_cfg`` (a `configs/model/*.yaml` mapping) in eval mode."""
-    kind = model_cfg["kind"]
+    kind, architecture = model_cfg["kind"], model_cfg["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"model.architecture={architecture!r} is not one of: {', '.join(ARCHITECTURES)}")
     if kind == "tiny":
-        model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
-        image_size = model.config.vision_config.image_size
-        image_processor = clip_image_processor(image_size, model_cfg["pad_to_square"])
+        model, tokenizer, image_processor = _build_tiny(model_cfg, seed)
         model = model.to(dtype)
     elif kind == "hf":
-        model, tokenizer, image_processor = _load_hf(model_cfg, device, dtype)
+        model, tokenizer, image_processor = _load_hf(model_cfg, dtype)
     else:
         raise ValueError(f"model.kind={kind!r} is not one of: tiny, hf")
     model = model.to(device).eval()
@@ -229,6 +355,7 @@ def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -
         raise ValueError(
             f"tokenizer maps {IMAGE_TOKEN} to {image_token_id} but the model expects {model.config.image_token_id}"
         )
+    video = model_cfg.get("video")
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -237,4 +364,8 @@ def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -
         prompt_template=model_cfg["prompt_template"],
         device=device,
         dtype=dtype,
+        media=model_cfg["media"],
+        layout=VisualLayout(**model_cfg["layout"]),
+        video=None if video is None else VideoSampling(**video),
+        stop_token_ids=tuple(tokenizer.convert_tokens_to_ids(token) for token in model_cfg.get("stop_tokens", ())),
     )

@@ -1,23 +1,33 @@
-"""Staged greedy generation for one image and one prompt, timed per stage.
+"""Staged greedy generation for one sample (an image or a video) and one prompt, timed per stage.
 
-preprocess → vision encoder → projector → post-encoder pruning → LLM prefill → decode.
-``visual_tokens_after`` counts the visual tokens the LLM's later layers attend to (for DART,
-which prunes inside the LLM, what survives its pruning layer).
-The LLM is fed through ``inputs_embeds`` with exactly as many ``<image>`` positions as visual
-tokens survive pruning, and decoding is an explicit greedy loop over the KV cache so prefill
-(time to first token) and decode are timed apart. Batch size is one: this is a latency harness.
+One path for both: a sample carries F frames (F = 1 for an image). Stages:
+``preprocess`` (video decoding + frame sampling, image/frame preprocessing, prompt), ``vision_encoder``
+(all frames, in batches of ``video.frame_batch``; in-encoder pruning included), ``other`` (projector,
+pooling, and the newline layout of the visual sequence: the paper's Figure 3 middle bar), ``pruning``
+(post-encoder selection), ``prefill`` (the LLM over the whole prompt, LLM-side pruning included) and
+``decode``. ``visual_tokens_after`` counts the visual tokens the LLM's later layers attend to (for
+DART, what survives its pruning layer); newline embeddings are counted apart (``newline_tokens``).
+The LLM is fed through ``inputs_embeds`` with exactly one position per element of the visual sequence,
+and decoding is an explicit greedy loop over the KV cache so prefill (time to first token) and decode
+are timed apart. Batch size is one: this is a latency harness.
+
+Tokens merged inside the encoder (fewer tokens per frame than the tower's grid) are no grid: they
+skip the model's pooling and get the model's ``merged_newline`` layout (`evoprune.harness.layout`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
+from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
 from evoprune.harness.pruning import Pruner, VisualTokens
 from evoprune.harness.timing import StageTimer
+from evoprune.harness.video import read_video, time_instruction
 
 
 @dataclass
@@ -30,31 +40,69 @@ class Generation:
     visual_tokens_after: int
     prompt_tokens: int
     new_tokens: int
+    frames: int = 1
+    newline_tokens: int = 0
 
 
-def build_prompt(template: str, question: str) -> str:
-    """Insert ``question`` into the model's prompt template (which holds the one ``<image>``)."""
+def build_prompt(template: str, question: str, time_text: str = "") -> str:
+    """Insert ``question`` (and a video's time instruction) into the model's prompt template."""
     if IMAGE_TOKEN in question:
         raise ValueError(f"the question already contains {IMAGE_TOKEN}; the prompt template places the image")
-    return template.format(prompt=question)
+    return template.format(prompt=question, time_instruction=time_text)
 
 
-def _input_ids_with_image_run(loaded: LoadedModel, prompt: str, num_image_tokens: int) -> torch.Tensor:
-    """Tokenise ``prompt`` and widen its single ``<image>`` token to ``num_image_tokens`` copies."""
+def prepare_inputs(loaded: LoadedModel, visual, question: str) -> tuple[torch.Tensor, str]:
+    """(F, 3, H, W) pixel values and the prompt for an image (PIL) or a video (a file path)."""
+    if isinstance(visual, Image.Image):
+        if loaded.media != "image":
+            raise ValueError(f"got an image, but this model reads {loaded.media}s")
+        pixel_values = loaded.image_processor(visual.convert("RGB"), return_tensors="pt").pixel_values
+        prompt = build_prompt(loaded.prompt_template, question)
+    elif isinstance(visual, (str, Path)):
+        if loaded.media != "video":
+            raise ValueError(f"got a video file ({visual}), but this model reads {loaded.media}s")
+        clip = read_video(visual, loaded.video.frames)
+        pixel_values = loaded.image_processor(list(clip.frames), return_tensors="pt").pixel_values
+        time_text = time_instruction(loaded.video.time_instruction, clip) if loaded.video.time_instruction else ""
+        prompt = build_prompt(loaded.prompt_template, question, time_text)
+    else:
+        raise TypeError(f"a visual must be a PIL image or a video file path, got {type(visual).__name__}")
+    return pixel_values.to(loaded.device, loaded.dtype), prompt
+
+
+def _input_ids_with_visual_run(loaded: LoadedModel, prompt: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise ``prompt`` and widen its single ``<image>`` token to ``length`` positions: (ids, run mask)."""
     ids = loaded.tokenizer(prompt, return_tensors="pt").input_ids[0]
     positions = (ids == loaded.image_token_id).nonzero().flatten()
     if len(positions) != 1:
         raise ValueError(f"prompt must tokenise to exactly one {IMAGE_TOKEN}, found {len(positions)}")
     at = int(positions[0])
-    run = torch.full((num_image_tokens,), loaded.image_token_id, dtype=ids.dtype)
-    return torch.cat([ids[:at], run, ids[at + 1 :]])
+    run = torch.full((length,), loaded.image_token_id, dtype=ids.dtype)
+    ids = torch.cat([ids[:at], run, ids[at + 1 :]])
+    mask = torch.zeros(len(ids), dtype=torch.bool)
+    mask[at : at + length] = True
+    return ids, mask
+
+
+def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower on all frames in batches: (F, N, C) feature-layer patch tokens, (F, cls + N, C) the
+    input of the layer that produces them."""
+    tower = loaded.model.model.vision_tower
+    batch = loaded.video.frame_batch if loaded.video is not None else len(pixel_values)
+    features, layer_inputs = [], []
+    for chunk in pixel_values.split(batch):
+        hidden_states = tower(chunk, output_hidden_states=True).hidden_states
+        layer = loaded.feature_layer % len(hidden_states)
+        features.append(hidden_states[layer])
+        layer_inputs.append(hidden_states[layer - 1])
+    return torch.cat(features)[:, loaded.dropped_prefix :], torch.cat(layer_inputs)
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
     eos = loaded.model.generation_config.eos_token_id
     if eos is None:
         eos = loaded.tokenizer.eos_token_id
-    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    return (set(eos) if isinstance(eos, (list, tuple)) else {eos}) | set(loaded.stop_token_ids)
 
 
 def _truncate_at_stop(text: str, until: list[str]) -> tuple[str, bool]:
@@ -66,45 +114,56 @@ def _truncate_at_stop(text: str, until: list[str]) -> tuple[str, bool]:
 def generate(
     loaded: LoadedModel,
     pruner: Pruner,
-    image: Image.Image,
+    visual,
     question: str,
     max_new_tokens: int,
     until: list[str],
 ) -> Generation:
-    """Answer ``question`` about ``image`` greedily, stopping at EOS, a stop string or the limit."""
+    """Answer ``question`` about ``visual`` (a PIL image or a video path) greedily, stopping at EOS, a
+    stop string or the limit."""
     timer = StageTimer(loaded.device)
     model = loaded.model.model
     with timer.stage("preprocess", on_device=False):
-        prompt = build_prompt(loaded.prompt_template, question)
-        pixel_values = loaded.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values
-        pixel_values = pixel_values.to(loaded.device, loaded.dtype)
+        pixel_values, prompt = prepare_inputs(loaded, visual, question)
 
     with timer.stage("vision_encoder"):
-        hidden_states = model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
-        selected = hidden_states[loaded.feature_layer]
-        features = selected[0] if loaded.keeps_cls else selected[0, 1:]
-    with timer.stage("projector"):
+        features, layer_input = encode_frames(loaded, pixel_values)
+    on_grid = features.shape[1] == loaded.encoder_tokens + loaded.cls_tokens - loaded.dropped_prefix
+    layout = loaded.layout
+    with timer.stage("other"):
         projected = model.multi_modal_projector(features)
+        if on_grid:
+            projected = pool_grid(projected, layout.pool_stride)
     with timer.stage("pruning"):
         tokens = VisualTokens(
             features=features,
             projected=projected,
             prompt=question,
-            hidden_states=hidden_states,
+            layer_input=layer_input,
             vision_tower=model.vision_tower,
             feature_layer=loaded.feature_layer,
+            cls_tokens=loaded.cls_tokens,
+            pool_stride=layout.pool_stride,
+            embed_tokens=model.language_model.get_input_embeddings(),
+            tokenizer=loaded.tokenizer,
         )
         keep = pruner.select(tokens)
-        if keep is not None:
-            projected = projected[keep]
+    with timer.stage("other"):
+        newlines = layout.newline if on_grid else layout.merged_newline
+        newline = model.image_newline if newlines != "none" else None
+        sequence, is_newline = visual_sequence(projected, keep, newline, newlines)
 
     embed = model.language_model.get_input_embeddings()
     with timer.stage("prefill"):
-        input_ids = _input_ids_with_image_run(loaded, prompt, projected.shape[0]).to(loaded.device)
+        input_ids, visual_run = _input_ids_with_visual_run(loaded, prompt, sequence.shape[0])
+        input_ids = input_ids.to(loaded.device)
         embeds = embed(input_ids)
-        image_mask = input_ids == loaded.image_token_id
-        embeds = embeds.masked_scatter(image_mask[:, None], projected.to(embeds.dtype))
-        out, visual_tokens_in_llm = pruner.prefill(model.language_model, embeds[None], image_mask)
+        embeds[visual_run.to(loaded.device)] = sequence.to(embeds.dtype)
+        image_mask = visual_run.to(loaded.device)
+        image_mask[visual_run.nonzero().flatten()[is_newline.cpu()]] = False
+        out, visual_tokens_in_llm = pruner.prefill(
+            model.language_model, embeds[None], image_mask, frames=projected.shape[0]
+        )
         next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
 
     eos_ids = _eos_ids(loaded)
@@ -129,11 +188,14 @@ def generate(
 
     if not until:
         text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
+    frames = projected.shape[0]
     return Generation(
         text=text.strip(),
         times=timer.result(),
-        visual_tokens_before=loaded.num_visual_tokens,
+        visual_tokens_before=frames * loaded.num_visual_tokens,
         visual_tokens_after=visual_tokens_in_llm,
         prompt_tokens=int(input_ids.shape[0]),
         new_tokens=len(generated),
+        frames=frames,
+        newline_tokens=int(is_newline.sum()),
     )

@@ -1,7 +1,8 @@
 """Latency summaries and the one-screen run summary.
 
-The paper's latency columns group the stages: pre-LLM = vision encoder + post-encoder pruning +
-projector (CPU image preprocessing is left out: no pruner changes it), LLM = prefill + decode,
+The paper's latency columns group the stages: pre-LLM = vision encoder + other (projector, pooling,
+newline layout) + post-encoder pruning (CPU preprocessing and video decoding are left out: no pruner
+changes them), LLM = prefill + decode,
 overall = the whole sample, preprocessing included. Medians are over samples without errors.
 """
 
@@ -12,7 +13,7 @@ import statistics
 from evoprune.harness.timing import STAGES
 
 GROUPS = {
-    "pre_llm": ("vision_encoder", "pruning", "projector"),
+    "pre_llm": ("vision_encoder", "other", "pruning"),
     "llm": ("prefill", "decode"),
 }
 SUMMARY_KEYS = (*STAGES, "ttft", "total", *GROUPS)
@@ -34,7 +35,11 @@ def latency_summary(records: list[dict]) -> dict:
             return {"samples": 0}
         result = {key: statistics.median(t[key] for t in timed) for key in SUMMARY_KEYS}
         result["samples"] = len(timed)
-        result["visual_tokens_after"] = statistics.median(r["visual_tokens_after"] for r in rows if r["error"] is None)
+        ok = [r for r in rows if r["error"] is None]
+        result["visual_tokens_after"] = statistics.median(r["visual_tokens_after"] for r in ok)
+        if all(r.get("newline_tokens") is not None for r in ok):  # records from before video support lack them
+            result["newline_tokens"] = statistics.median(r["newline_tokens"] for r in ok)
+            result["frames"] = statistics.median(r["frames"] for r in ok)
         return result
 
     tasks = sorted({row["task"] for row in records})
@@ -58,12 +63,20 @@ def _format_metric(value) -> str:
 
 
 def render_summary(title: str, metrics: dict, latency: dict, relative: dict | None, relative_note: str | None) -> str:
-    """A plain-text table: per-task scores and errors, then per-stage latency."""
-    lines = [title, "", f"{'task':<18} {'samples':>7} {'errors':>6}  metrics"]
+    """A plain-text table: per-task scores and errors, derived (per-sample) scores, then per-stage latency."""
+    width = max([18, *(len(task) for task in metrics["tasks"])])
+    lines = [title, "", f"{'task':<{width}} {'samples':>7} {'errors':>6}  metrics"]
     for task, entry in metrics["tasks"].items():
         shown = ", ".join(f"{name}={_format_metric(v)}" for name, v in entry["metrics"].items())
-        lines.append(f"{task:<18} {entry['samples']:>7} {entry['errors']:>6}  {shown}")
-    lines.append(f"{'all':<18} {metrics['samples']:>7} {metrics['errors']:>6}")
+        lines.append(f"{task:<{width}} {entry['samples']:>7} {entry['errors']:>6}  {shown}")
+    lines.append(f"{'all':<{width}} {metrics['samples']:>7} {metrics['errors']:>6}")
+    derived = metrics.get("derived") or {}
+    if derived:
+        lines += ["", "scores from the per-sample records (every sample counts; errors and unparsable answers wrong)"]
+        lines.append(f"{'score':<26} {'value':>7} {'samples':>7} {'errors':>6} {'unparsable':>10}")
+        for name, entry in derived.items():
+            value = "—" if entry["value"] is None else f"{entry['value']:.2f}"
+            lines.append(f"{name:<26} {value:>7} {entry['samples']:>7} {entry['errors']:>6} {entry['unparsable']:>10}")
     overall = latency["overall"]
     lines += ["", f"latency over {overall['samples']} timed samples (median ms per sample)"]
     header = f"{'stage':<16} {'ms':>10}"
@@ -77,6 +90,9 @@ def render_summary(title: str, metrics: dict, latency: dict, relative: dict | No
         lines.append(row)
     if "visual_tokens_after" in overall:
         lines.append(f"{'visual tokens':<16} {overall['visual_tokens_after']:>10g}")
+    if overall.get("newline_tokens"):
+        lines.append(f"{'newline tokens':<16} {overall['newline_tokens']:>10g}  (not counted as visual tokens)")
+        lines.append(f"{'frames':<16} {overall['frames']:>10g}")
     if relative is None:
         lines.append(f"(no ratios to native: {relative_note})")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from evoprune.harness.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.resume import RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.settings import ConfigError, check_config, check_device
+from evoprune.harness.video_metrics import derived_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NATIVE_RUN = "none-all"
@@ -59,34 +60,53 @@ def _seed_everything(seed: int) -> None:
 
 
 @lru_cache(maxsize=4)
-def task_manager(include_path: str | None, include_defaults: bool):
-    """lmms-eval's task index (slow to build: it parses every task YAML), once per process."""
+def task_manager(include_path: str | None, include_defaults: bool, prompt_variant: str | None):
+    """lmms-eval's task index (slow to build: it parses every task YAML), once per process.
+
+    ``prompt_variant``: the lmms-eval model name whose ``lmms_eval_specific_kwargs`` the tasks use
+    (e.g. ``llava_vid``: Video-MME then ends its prompt with "The best answer is:"); None = ``default``.
+    """
     from lmms_eval.tasks import TaskManager
 
-    return TaskManager(verbosity="WARNING", include_path=include_path, include_defaults=include_defaults)
+    return TaskManager(
+        verbosity="WARNING", include_path=include_path, include_defaults=include_defaults, model_name=prompt_variant
+    )
 
 
-def benchmark_task_manager(benchmark_cfg):
-    """The cached task index for ``benchmark_cfg`` (its include_path, with or without built-ins)."""
+def benchmark_task_manager(benchmark_cfg, model_cfg):
+    """The cached task index for ``benchmark_cfg`` (its include_path, with or without built-ins), with
+    the model's task prompt variant."""
     include_path = benchmark_cfg.include_path
     if include_path is not None:
         include_path = str(REPO_ROOT / include_path)
-    return task_manager(include_path, bool(benchmark_cfg.lmms_eval_builtin_tasks))
+    variant = model_cfg.get("lmms_eval_prompts")
+    return task_manager(include_path, bool(benchmark_cfg.lmms_eval_builtin_tasks), variant)
 
 
-def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
-    """lmms-eval task objects for the benchmark (datasets loaded now, before the model).
+def leaf_tasks(task_dict: dict) -> dict:
+    """``{name: Task}`` for every task in lmms-eval's task dict, groups (e.g. MVBench's 20) flattened."""
+    leaves = {}
+    for key, value in task_dict.items():
+        if isinstance(value, dict):
+            leaves.update(leaf_tasks(value))
+        else:
+            leaves[key] = value
+    return leaves
+
+
+def load_tasks(benchmark_cfg, model_cfg, plan: JudgePlan) -> dict:
+    """lmms-eval task objects for the benchmark (datasets loaded now, before the model), groups flattened.
 
     The judge plan decides how judged tasks are built and sets the env vars lmms-eval reads
     while it loads them.
     """
     from lmms_eval.tasks import get_task_dict
 
-    if benchmark_cfg.synthetic_data:
-        from evoprune.harness.smoke_data import ensure_smoke_data
+    if benchmark_cfg.synthetic_data is not None:
+        from hydra.utils import call
 
-        ensure_smoke_data()
-    manager = benchmark_task_manager(benchmark_cfg)
+        call(benchmark_cfg.synthetic_data)
+    manager = benchmark_task_manager(benchmark_cfg, model_cfg)
     names = list(benchmark_cfg.tasks)
     unknown = [name for name in names if name not in manager.all_tasks]
     if unknown:
@@ -95,7 +115,7 @@ def load_tasks(benchmark_cfg, plan: JudgePlan) -> dict:
         )
     try:
         with plan.environment():
-            return get_task_dict(plan.tasks, manager)
+            return leaf_tasks(get_task_dict(plan.tasks, manager))
     except Exception as err:
         raise DataUnavailableError(
             f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: {err}\n"
@@ -201,7 +221,7 @@ def evaluate(cfg) -> int:
     locate_weights(cfg.model)
     locate_pruner_weights(cfg.pruner)
     judge_plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
-    task_dict = load_tasks(cfg.benchmark, judge_plan)
+    task_dict = load_tasks(cfg.benchmark, cfg.model, judge_plan)
     _seed_everything(cfg.seed)
     device = check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -224,7 +244,7 @@ def evaluate(cfg) -> int:
         results = simple_evaluate(
             model=lm,
             tasks=list(task_dict.values()),
-            task_manager=benchmark_task_manager(cfg.benchmark),  # else it indexes every built-in task again
+            task_manager=benchmark_task_manager(cfg.benchmark, cfg.model),  # else it indexes every built-in task again
             limit=cfg.limit,
             log_samples=True,
             random_seed=cfg.seed,
@@ -242,6 +262,7 @@ def evaluate(cfg) -> int:
     metric_names = {name: [m["metric"] for m in task.config.metric_list] for name, task in task_dict.items()}
     rows = join_records(lm.records, results["samples"], metric_names)
     metrics = task_metrics(results, rows, judge_plan)
+    metrics["derived"] = derived_metrics(rows)
     resumed = sum(row["from_journal"] for row in rows)
     metrics["resumed_samples"] = resumed
     metrics["journal_lines_rejected"] = len(journal.rejected)

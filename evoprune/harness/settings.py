@@ -90,8 +90,11 @@ def check_types(cfg) -> None:
             ) from None
 
 
-def check_budget(budget, num_visual_tokens: int, pruner_method: str) -> None:
-    """``budget`` is null (keep all) or an integer in [1, num_visual_tokens] with a pruner set."""
+def check_budget(budget, num_visual_tokens: int, pruner_method: str, what: str = "visual tokens per image") -> None:
+    """``budget`` is null (keep all) or an integer in [1, num_visual_tokens] with a pruner set.
+
+    ``what`` names the tokens the limit counts, for the message.
+    """
     if budget is None:
         return
     if isinstance(budget, bool) or not isinstance(budget, int):
@@ -101,8 +104,8 @@ def check_budget(budget, num_visual_tokens: int, pruner_method: str) -> None:
         )
     if not 1 <= budget <= num_visual_tokens:
         raise ConfigError(
-            f"budget={budget} is outside the valid range [1, {num_visual_tokens}] "
-            f"(the model has {num_visual_tokens} visual tokens per image; budget=null keeps all)"
+            f"budget={budget} is outside the valid range [1, {num_visual_tokens}] for pruner {pruner_method!r} "
+            f"(it selects among the model's {num_visual_tokens} {what}; budget=null keeps all)"
         )
     if pruner_method == "none":
         raise ConfigError(
@@ -147,9 +150,44 @@ def check_device(name: str):
     return device
 
 
+def check_media(model_cfg, benchmark_cfg) -> None:
+    """The model reads what the benchmark's samples carry (images or videos)."""
+    model_media, benchmark_media = model_cfg.get("media", "image"), benchmark_cfg.get("media", "image")
+    if model_media != benchmark_media:
+        raise ConfigError(
+            f"model={model_cfg.name} reads {model_media}s but benchmark={benchmark_cfg.name} holds "
+            f"{benchmark_media}s; pick a {benchmark_media} model (see configs/model/, media: {benchmark_media}) "
+            f"or a {model_media} benchmark"
+        )
+
+
+def check_video(model_cfg) -> None:
+    """A video model's ``video.frames`` and ``video.frame_batch`` are integers >= 1."""
+    video = model_cfg.get("video")
+    if video is None:
+        return
+    for key in ("frames", "frame_batch"):
+        value = video.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.video.{key}={value!r} must be an integer >= 1")
+
+
+def budget_limit(cfg) -> tuple[int, str]:
+    """The largest budget the configured pruner accepts on this model, and what those tokens are."""
+    from evoprune.harness.pruning import pruner_class
+
+    unit = "frame" if cfg.model.get("media", "image") == "video" else "image"
+    if pruner_class(cfg.pruner.method).in_encoder:
+        return cfg.model.encoder_tokens, f"vision-encoder patch tokens per {unit} (it merges inside the encoder)"
+    return cfg.model.num_visual_tokens, f"visual tokens per {unit} that reach the LLM"
+
+
 def check_config(cfg) -> None:
     """Every check that needs no model, data or network."""
-    check_budget(cfg.budget, cfg.model.num_visual_tokens, cfg.pruner.method)
+    limit, what = budget_limit(cfg)
+    check_budget(cfg.budget, limit, cfg.pruner.method, what)
+    check_media(cfg.model, cfg.benchmark)
+    check_video(cfg.model)
     check_types(cfg)
     check_ranges(cfg)
     check_device(cfg.device)

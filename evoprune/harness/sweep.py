@@ -94,7 +94,7 @@ def preflight(configs: list[DictConfig]) -> None:
             locate_weights(cfg.model)
             checked_models.add(cfg.model.name)
         if cfg.benchmark.name not in checked_benchmarks:
-            load_tasks(cfg.benchmark, plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)))
+            load_tasks(cfg.benchmark, cfg.model, plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)))
             checked_benchmarks.add(cfg.benchmark.name)
 
 

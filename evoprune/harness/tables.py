@@ -2,10 +2,13 @@
 
 For each cell of the experiment (`configs/experiment/*.yaml`) the run folder is found exactly as the
 runner names it, and read only if it is complete (`resume.read_complete`). Scores come from the
-benchmark config's ``columns`` mapping (paper column → lmms-eval task, metric, scale); Acc. and Rel.
+benchmark config's ``columns`` mapping: paper column → ``{task, metric, scale}`` (lmms-eval's
+``metrics["tasks"][task]["metrics"][metric]``) or ``{derived, scale}`` (``metrics["derived"][name]["value"]``,
+a number computed from the per-sample rows by `video_metrics`); Acc. and Rel.
 from `paper.aggregate` (the paper's own formulas); relative latency = the run's median stage time ÷
 Native's, from the same sweep and machine; agreement with Native = the share of samples whose
-normalised answer equals Native's answer for the same sample.
+normalised answer equals Native's answer for the same sample (for a derived column, the samples
+that count in that derived metric).
 
 Cell markers: "—" the run is missing or incomplete, or the suite has no task for the column;
 "n/s" the benchmark was run but could not be scored (MM-Vet without a judge; a score lmms-eval
@@ -24,6 +27,7 @@ import pandas as pd
 
 from evoprune.harness.paper import aggregate, load_paper_table
 from evoprune.harness.resume import read_complete
+from evoprune.harness.video_metrics import in_derived
 
 MISSING, NOT_SCORED = "—", "n/s"
 LATENCY = {"pre-LLM": "pre_llm", "LLM": "llm", "Overall": "total"}  # paper column → latency.json key
@@ -62,6 +66,11 @@ def _read_samples(run: Path) -> dict[tuple[str, int], dict]:
 
 
 def _score(metrics: dict, spec) -> object:
+    if "derived" in spec:
+        entry = metrics.get("derived", {}).get(spec["derived"])
+        if entry is None or entry["value"] is None:  # no such tasks in the run, or no sample in the split
+            return MISSING
+        return entry["value"] * spec["scale"]
     entry = metrics["tasks"].get(spec["task"])
     if entry is None:
         return MISSING
@@ -76,7 +85,19 @@ def agreement(ours: dict, native: dict, tasks: list[str]) -> float | None:
 
     A sample with an error in either run counts as disagreeing. None when no sample is shared.
     """
-    keys = [key for key in ours if key[0] in tasks and key in native]
+    return _agreement_over(ours, native, [key for key in ours if key[0] in tasks])
+
+
+def _column_keys(spec, ours: dict) -> set:
+    """Our sample keys a column is computed from: its task's, or those counting in its derived metric."""
+    if "derived" in spec:
+        return {key for key, row in ours.items() if in_derived(spec["derived"], row)}
+    return {key for key in ours if key[0] == spec["task"]}
+
+
+def _agreement_over(ours: dict, native: dict, keys) -> float | None:
+    """`agreement` over the given sample keys of ``ours``."""
+    keys = [key for key in keys if key in native]
     if not keys:
         return None
     same = sum(
@@ -130,9 +151,11 @@ def collect(cells: list[tuple[str, int | None, Path]], columns: dict, paper_tabl
             row.values["Acc."] = MISSING if result.acc is None else result.acc
             row.values["Rel."] = MISSING if result.rel is None else result.rel
         if key in samples and native_key in samples and key != native_key:
-            for column, spec in columns.items():
-                row.agreement[column] = agreement(samples[key], samples[native_key], [spec["task"]])
-            row.agreement["all"] = agreement(samples[key], samples[native_key], [s["task"] for s in columns.values()])
+            own, native_samples = samples[key], samples[native_key]
+            column_keys = {column: _column_keys(spec, own) for column, spec in columns.items()}
+            for column, keys in column_keys.items():
+                row.agreement[column] = _agreement_over(own, native_samples, keys)
+            row.agreement["all"] = _agreement_over(own, native_samples, set().union(*column_keys.values()))
     return rows
 
 

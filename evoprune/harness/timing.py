@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-STAGES = ("preprocess", "vision_encoder", "pruning", "projector", "prefill", "decode")
+STAGES = ("preprocess", "vision_encoder", "other", "pruning", "prefill", "decode")
 
 
 class StageTimer:

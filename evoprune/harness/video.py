@@ -1,0 +1,75 @@
+"""Read a video as LLaVA-Video's model card does: ``frames`` frames uniformly over the whole video.
+
+`sample_frame_indices` is the model card's ``np.linspace(0, total - 1, frames, dtype=int)`` (its
+``load_video`` with ``force_sample=True``): indices truncated towards zero, the first and the last
+frame always included. A video with fewer frames than requested repeats frames (the indices are
+non-decreasing, some equal); the model still sees exactly ``frames`` frames, as the original does.
+Timestamps are index / average fps and the duration is frame count / average fps, both as decord
+reports them (the model card's ``frame_time`` and ``video_time``).
+
+Decoding uses decord on the CPU with one thread, as the model card. An unreadable, empty or
+missing file raises `VideoReadError` naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoReadError(ValueError):
+    """A video file cannot be read (missing, empty, corrupt, or no frames)."""
+
+
+@dataclass
+class VideoClip:
+    """Sampled frames (F, H, W, 3) uint8 RGB, their timestamps (s) and the video's duration (s)."""
+
+    frames: np.ndarray
+    timestamps: list[float]
+    duration: float
+
+
+def sample_frame_indices(total: int, frames: int) -> np.ndarray:
+    """``frames`` indices spread uniformly over ``total`` frames (repeats when total < frames)."""
+    if total < 1:
+        raise ValueError(f"a video needs at least one frame, got total={total}")
+    if frames < 1:
+        raise ValueError(f"frames={frames} must be >= 1")
+    return np.linspace(0, total - 1, frames, dtype=int)
+
+
+def read_video(path: str | Path, frames: int) -> VideoClip:
+    """Decode ``frames`` uniformly sampled frames of the video at ``path``."""
+    from decord import DECORDError, VideoReader, cpu
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"video file is empty (0 bytes): {path}")
+    try:
+        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        total = len(reader)
+        if total < 1:
+            raise VideoReadError(f"video has no frames: {path}")
+        fps = float(reader.get_avg_fps())
+        indices = sample_frame_indices(total, frames)
+        pixels = reader.get_batch(indices.tolist()).asnumpy()
+    except (DECORDError, RuntimeError) as err:  # decord raises RuntimeError for files it cannot open
+        reason = str(err).strip().splitlines()[-1]
+        raise VideoReadError(f"cannot decode video {path}: {reason}") from err
+    if not fps > 0:
+        raise VideoReadError(f"video reports average fps {fps}, cannot place its frames in time: {path}")
+    return VideoClip(frames=pixels, timestamps=[int(i) / fps for i in indices], duration=total / fps)
+
+
+def time_instruction(template: str, clip: VideoClip) -> str:
+    """The model card's time instruction: ``template`` with ``duration``, ``frames`` and ``timestamps``.
+
+    ``timestamps`` is ``",".join(f"{t:.2f}s")`` over the sampled frames, as the model card joins them.
+    """
+    timestamps = ",".join(f"{t:.2f}s" for t in clip.timestamps)
+    return template.format(duration=clip.duration, frames=len(clip.frames), timestamps=timestamps)
