@@ -272,15 +272,6 @@ class CDPrunerPruner(Pruner):
 
 
 def _load_clip(clip_cfg):
-    from transformers import AutoTokenizer
+    from evoprune.harness.models import load_pruner_weights
 
-    from evoprune.harness.models import ModelUnavailableError, local_snapshot
-
-    source = local_snapshot(clip_cfg["path"])
-    if source is None and not clip_cfg.get("download", False):
-        raise ModelUnavailableError(
-            f"CDPruner's CLIP {clip_cfg['path']!r} is not on disk: download it where the Hub is reachable and set "
-            f"pruner.clip.path=/local/dir, or pruner.clip.download=true on a machine with Hub access"
-        )
-    source = source or clip_cfg["path"]
-    return CLIPModel.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
+    return load_pruner_weights(clip_cfg, "clip", "CLIP", CLIPModel)

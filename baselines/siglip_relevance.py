@@ -142,15 +142,6 @@ def build_tiny_siglip(vision_hidden: int, tokenizer, seed: int) -> SiglipModel:
 def load_siglip(cfg: dict) -> tuple[SiglipModel, object]:
     """The SigLIP model (float32) and tokenizer at ``cfg['path']`` (a directory or a cached Hub id);
     raises ModelUnavailableError at once when it is not on disk and ``cfg['download']`` is not set."""
-    from transformers import AutoTokenizer
+    from evoprune.harness.models import load_pruner_weights
 
-    from evoprune.harness.models import ModelUnavailableError, local_snapshot
-
-    source = local_snapshot(cfg["path"])
-    if source is None and not cfg.get("download", False):
-        raise ModelUnavailableError(
-            f"CDPruner's SigLIP {cfg['path']!r} is not on disk: download it where the Hub is reachable and set "
-            f"pruner.siglip.path=/local/dir, or pruner.siglip.download=true on a machine with Hub access"
-        )
-    source = source or cfg["path"]
-    return SiglipModel.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
+    return load_pruner_weights(cfg, "siglip", "SigLIP", SiglipModel)

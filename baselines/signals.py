@@ -43,9 +43,7 @@ def cls_attention(vision_tower, layer_input: torch.Tensor, feature_layer: int) -
     return probs[:, :, 0, 1:]
 
 
-def received_attention(
-    vision_tower, layer_input: torch.Tensor, feature_layer: int, chunk: int = 4
-) -> torch.Tensor:
+def received_attention(vision_tower, layer_input: torch.Tensor, feature_layer: int, chunk: int = 4) -> torch.Tensor:
     """Attention each token receives in the layer producing ``feature_layer``: (B, H, N), mean over queries.
 
     For towers without [CLS] (SigLIP): ``layer_input`` (B, N, C) is that layer's input; the softmax

@@ -12,11 +12,12 @@ import pytest
 from conftest import compose_config, file_tree, local_task_manager, read_docs, scripted_lmms
 
 from evoprune.harness import smoke_video, video_metrics
+from evoprune.harness.generated_data import read_manifest
 from evoprune.harness.lmms_model import ERROR_ANSWER
 from evoprune.harness.outputs import write_json, write_jsonl, write_text
 from evoprune.harness.resume import FINAL_FILES, RUN_RECORD, completion_record, identity_config
 from evoprune.harness.runner import leaf_tasks
-from evoprune.harness.smoke_video import ensure_smoke_video_data, read_manifest
+from evoprune.harness.smoke_video import ensure_smoke_video_data
 from evoprune.harness.tables import MISSING, collect
 from evoprune.harness.video_metrics import derived_metrics, longvideobench_letter, mvbench_letter
 

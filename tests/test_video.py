@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import compose_config, run_py
 
 from evoprune.harness import runner
+from evoprune.harness.generated_data import read_manifest
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import load_model
 from evoprune.harness.pipeline import (
@@ -21,7 +22,7 @@ from evoprune.harness.pipeline import (
 )
 from evoprune.harness.pruning import Pruner, build_pruner
 from evoprune.harness.settings import ConfigError
-from evoprune.harness.smoke_video import ensure_smoke_video_data, read_manifest
+from evoprune.harness.smoke_video import ensure_smoke_video_data
 from evoprune.harness.video import VideoReadError, read_video, sample_frame_indices, time_instruction
 
 FRAMES = 2  # frames per video in the model tests (the tiny tower costs ~0.5 s per frame on 2 cores)

@@ -279,6 +279,27 @@ def local_snapshot(path: str) -> str | None:
         return None
 
 
+def missing_pruner_weights(pruner: str, field: str, what: str, path: str) -> ModelUnavailableError:
+    """The error for a pruner's extra weights (``pruner.<field>``) that are not on disk."""
+    return ModelUnavailableError(
+        f"pruner {pruner!r} needs the {what} {path!r}, which is not on disk: download it where the Hub is "
+        f"reachable and set pruner.{field}.path=/local/dir (or model.{field}.path=…), or "
+        f"pruner.{field}.download=true on a machine with Hub access"
+    )
+
+
+def load_pruner_weights(cfg, field: str, what: str, model_class, pruner: str = "cdpruner"):
+    """``model_class`` in float32 and its tokenizer from ``cfg['path']`` (a directory or a cached Hub id);
+    `missing_pruner_weights` at once when not on disk and ``cfg['download']`` is not set."""
+    from transformers import AutoTokenizer
+
+    source = local_snapshot(cfg["path"])
+    if source is None and not cfg.get("download", False):
+        raise missing_pruner_weights(pruner, field, what, cfg["path"])
+    source = source or cfg["path"]
+    return model_class.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
+
+
 def _unavailable(model_cfg, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"Cannot load model {model_cfg['name']!r} from {model_cfg['path']!r}: {reason}\n"

@@ -118,7 +118,7 @@ def locate_pruner_weights(pruner_cfg) -> None:
     Today only CDPruner has any: the full CLIP named by ``pruner.clip`` or the full SigLIP named by
     ``pruner.siglip`` (``kind: hf``; SigLIP unless ``relevance: llm_embedding``).
     """
-    from evoprune.harness.models import ModelUnavailableError, local_snapshot
+    from evoprune.harness.models import local_snapshot, missing_pruner_weights
 
     for field, what in (("clip", "CLIP"), ("siglip", "SigLIP")):
         weights = pruner_cfg.get(field)
@@ -127,8 +127,4 @@ def locate_pruner_weights(pruner_cfg) -> None:
         if field == "siglip" and pruner_cfg.get("relevance") == "llm_embedding":
             continue
         if local_snapshot(weights["path"]) is None:
-            raise ModelUnavailableError(
-                f"pruner {pruner_cfg['name']!r} needs the {what} {weights['path']!r}, which is not on disk: download "
-                f"it where the Hub is reachable and set pruner.{field}.path=/local/dir (or model.{field}.path=…), or "
-                f"pruner.{field}.download=true on a machine with Hub access"
-            )
+            raise missing_pruner_weights(pruner_cfg["name"], field, what, weights["path"])
