@@ -19,12 +19,17 @@ forwards then ``--repeats`` timed ones; ``interleaved`` (SigLIP's default) runs 
 untimed rounds on the first ``--warmup-frames`` frames, then ``--repeats`` timed rounds, each
 round one forward per side in the order native, budget 1, budget 2, … so slow drift and other
 processes on a shared machine hit every side alike. The table shows ``--stat`` (median: CLIP's
-default; min: SigLIP's) over the timed forwards; the JSON also keeps every time, the other
-statistic, the load average and the peak resident memory.
+default; min: SigLIP's) over the timed forwards. Every run but CLIP's single-image one also
+records each forward's time and cpu share (process CPU time / (wall time × threads)), and adds a
+column measured / predicted from CPU time (wall × share, same statistic): when other processes
+take the cores unevenly between sides the wall-time ratio is biased, the CPU-time one much less.
+The JSON also keeps the other statistic, the load average and the peak resident memory.
+``--render RESULT.json`` rewrites the .md beside a result from its JSON alone (no timing).
 
     python scripts/bench_encoder.py [--tower clip|siglip] [--frames N] [--device cpu|cuda]
         [--budgets 128 64 32] [--repeats 5] [--warmup 2] [--order sequential|interleaved]
         [--stat median|min] [--warmup-frames K] [--shapes real|tiny] [--out results/]
+    python scripts/bench_encoder.py --render results/bench_encoder_siglip_f64_cpu.json
 
 Writes results/bench_encoder_<device>.{json,md} for CLIP on one image, and
 results/bench_encoder_<tower>_f<frames>_<device>.{json,md} otherwise (``siglip`` dropped for clip,
@@ -203,6 +208,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stat", choices=sorted(STATS), default=None, help="statistic of the timed forwards")
     parser.add_argument("--shapes", choices=("real", "tiny"), default="real", help="tiny: test widths")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the json/md")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only rewrite the .md beside this result JSON from it (no timing)"
+    )
     args = parser.parse_args(argv)
     tower = TOWERS[args.tower]
     for name, value in tower.defaults.items():
@@ -282,6 +290,9 @@ def measure(model, pixels, sides, tower: Tower, args, log=print) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render is not None:
+        print(rerender(args.render))
+        return
     tower = TOWERS[args.tower]
     config, patches = args.config, args.patches
     device = torch.device(args.device)
@@ -311,9 +322,15 @@ def main(argv: list[str] | None = None) -> None:
     other = STATS[other_name]
     times = measured["times"]
     native_s, native_other = stat(times[None]), other(times[None])
-    interleaved = args.order == "interleaved"
+    legacy = (args.tower, args.frames, args.order, args.stat, args.shapes) == (
+        "clip",
+        1,
+        "sequential",
+        "median",
+        "real",
+    )
     rows = [{"budget": patches, "encoder_ms": native_s * 1e3, "gflops": prediction[patches][0] * args.frames}]
-    if interleaved:
+    if not legacy:
         rows[0] |= {"times_ms": [t * 1e3 for t in times[None]], f"{other_name}_ms": native_other * 1e3}
     for budget in args.budgets:
         seconds = stat(times[budget])
@@ -327,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
             "measured_speedup": measured_speedup,
             "measured_over_predicted": measured_speedup / predicted,
         }
-        if interleaved:
+        if not legacy:
             speedup_other = native_other / other(times[budget])
             row |= {
                 "times_ms": [t * 1e3 for t in times[budget]],
@@ -343,63 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         if device.type == "cuda"
         else f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
     )
-    dtype_name = str(dtype).removeprefix("torch.")
-    if args.tower == "clip" and args.frames == 1 and not interleaved and args.shapes == "real":
-        title = f"CLIP-L/336 random weights, {device_name}, {dtype_name}, schedule={args.schedule}, "
-        title += f"{args.stat} of {args.repeats}"
-    else:
-        noun = ("frame" if args.tower == "siglip" else "image") + ("s" if args.frames > 1 else "")
-        tiny = " (tiny test shapes)" if args.shapes == "tiny" else ""
-        title = f"{tower.label}{tiny} random weights, {args.frames} {noun} as one batch, {device_name}, {dtype_name}, "
-        title += f"schedule={args.schedule}, feature_layer={tower.feature_layer}, {args.stat} of {args.repeats} "
-        if interleaved:
-            order = ", ".join(["native", *map(str, args.budgets)])
-            warm = min(args.warmup_frames, args.frames)
-            title += f"interleaved rounds ({order}, native, …; {args.warmup} warm-up rounds on {warm} frames first)"
-        else:
-            title += "(each side's forwards one after another)"
-    lines = [
-        f"# Encoder latency, {title}",
-        "",
-        "| tokens | encoder ms | GFLOPs | predicted speedup | measured speedup | measured / predicted |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        extra = (
-            f"{row['predicted_speedup']:.2f}x | {row['measured_speedup']:.2f}x | {row['measured_over_predicted']:.2f}"
-            if "predicted_speedup" in row
-            else "1.00x | 1.00x | –"
-        )
-        lines.append(f"| {row['budget']} | {row['encoder_ms']:.1f} | {row['gflops']:.1f} | {extra} |")
-    if interleaved:
-        per_image = "frame" if args.tower == "siglip" else "image"
-        lines += [
-            "",
-            f"Tokens per {per_image}; encoder ms and GFLOPs for the whole batch of {args.frames}. "
-            f"measured / predicted by the {other_name} instead: "
-            + ", ".join(f"{row['budget']}: {row[f'measured_over_predicted_{other_name}']:.2f}" for row in rows[1:])
-            + ".",
-            "",
-            "Every timed forward, ms (round by round; cpu share = process CPU time / (wall time × threads), "
-            "below 1 when other processes took the cores):",
-            "",
-        ]
-        for row, side in zip(rows, sides, strict=True):
-            shares = measured["cpu_share"][side]
-            lines.append(
-                f"- {row['budget']}: "
-                + ", ".join(f"{t:.0f} (cpu share {c:.2f})" for t, c in zip(row["times_ms"], shares, strict=True))
-            )
-        lines += [
-            "",
-            f"Benchmark wall time {wall_s / 60:.1f} min; 1-min load average {load_start[0]:.2f} at the start, "
-            f"{load_end[0]:.2f} at the end; peak resident memory {peak_rss_gib:.1f} GiB; torch {torch.__version__}.",
-        ]
-    table = "\n".join(lines)
-    print(table)
     meta = {"device": device_name, "dtype": str(dtype), "schedule": args.schedule, "repeats": args.repeats}
     meta |= {"torch": torch.__version__}
-    if interleaved or args.tower != "clip" or args.frames != 1:
+    if not legacy:
         meta |= {
             "tower": tower.label,
             "shapes": args.shapes,
@@ -421,9 +384,128 @@ def main(argv: list[str] | None = None) -> None:
             },
             "peak_rss_gib": peak_rss_gib,
         }
+    data = {"meta": meta, "rows": rows}
+    for row in rows[1:]:
+        ratio = cpu_time_ratio(data, row)
+        if ratio is not None:
+            row["measured_over_predicted_cpu_time"] = ratio
+    table = render(data)
+    print(table)
     stem = result_stem(args.tower, device.type, args.frames, args.shapes)
-    write_json(args.out / f"{stem}.json", {"meta": meta, "rows": rows})
+    write_json(args.out / f"{stem}.json", data)
     write_text(args.out / f"{stem}.md", table + "\n")
+
+
+def _side_key(row: dict, rows: list[dict]) -> str:
+    return "native" if row is rows[0] else str(row["budget"])
+
+
+def cpu_time_ratio(data: dict, row: dict) -> float | None:
+    """measured / predicted from process CPU time (wall × cpu share) instead of wall time, by the
+    run's statistic: on a shared machine the CPU time of a forward barely depends on how much of
+    the cores it got, so this compares sides that got different shares. None without the shares."""
+    meta, rows = data["meta"], data["rows"]
+    shares = meta.get("cpu_share_after_each_forward")
+    if shares is None or "times_ms" not in row:
+        return None
+    stat = STATS[meta["statistic"]]
+
+    def cpu(r):
+        return stat([t * c for t, c in zip(r["times_ms"], shares[_side_key(r, rows)], strict=True)])
+
+    return cpu(rows[0]) / cpu(row) / row["predicted_speedup"]
+
+
+def render(data: dict) -> str:
+    """The Markdown table (and, for every run but CLIP's single-image one, its notes) of a result JSON."""
+    meta, rows = data["meta"], data["rows"]
+    dtype = meta["dtype"].removeprefix("torch.")
+    if "order" not in meta:  # CLIP-L/336 on one image, sides one after another: the original table
+        title = f"CLIP-L/336 random weights, {meta['device']}, {dtype}, schedule={meta['schedule']}, "
+        title += f"median of {meta['repeats']}"
+    else:
+        video = meta["tower"].startswith("SigLIP")
+        unit = "frame" if video else "image"
+        noun = unit + ("s" if meta["frames"] > 1 else "")
+        tiny = " (tiny test shapes)" if meta["shapes"] == "tiny" else ""
+        title = f"{meta['tower']}{tiny} random weights, {meta['frames']} {noun} as one batch, {meta['device']}, "
+        title += f"{dtype}, schedule={meta['schedule']}, feature_layer={meta['feature_layer']}, "
+        title += f"{meta['statistic']} of {meta['repeats']} "
+        if meta["order"] == "interleaved":
+            order = ", ".join(["native", *(str(row["budget"]) for row in rows[1:])])
+            title += (
+                f"interleaved rounds ({order}, native, …; {meta['warmup']} warm-up rounds on "
+                f"{meta['warmup_frames']} {unit}{'s' if meta['warmup_frames'] > 1 else ''} first)"
+            )
+        else:
+            title += "forwards per side (each side's forwards one after another)"
+    cpu_ratios = {row["budget"]: cpu_time_ratio(data, row) for row in rows[1:]}
+    with_cpu = all(ratio is not None for ratio in cpu_ratios.values()) and "order" in meta
+    header = "| tokens | encoder ms | GFLOPs | predicted speedup | measured speedup | measured / predicted |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if with_cpu:
+        header += " measured / predicted, CPU time |"
+        rule += "---:|"
+    lines = [f"# Encoder latency, {title}", "", header, rule]
+    for row in rows:
+        extra = (
+            f"{row['predicted_speedup']:.2f}x | {row['measured_speedup']:.2f}x | {row['measured_over_predicted']:.2f}"
+            if "predicted_speedup" in row
+            else "1.00x | 1.00x | –"
+        )
+        if with_cpu:
+            extra += f" | {cpu_ratios[row['budget']]:.2f}" if row is not rows[0] else " | –"
+        lines.append(f"| {row['budget']} | {row['encoder_ms']:.1f} | {row['gflops']:.1f} | {extra} |")
+    if "order" not in meta:
+        return "\n".join(lines)
+    other_name = "min" if meta["statistic"] == "median" else "median"
+    shares = meta["cpu_share_after_each_forward"]
+    picked = []
+    for row in rows:
+        share = shares[_side_key(row, rows)]
+        best = row["times_ms"].index(min(row["times_ms"]))
+        picked.append(f"{'native' if row is rows[0] else row['budget']} {share[best]:.2f}")
+    lines += [
+        "",
+        f"Tokens per {'frame' if meta['tower'].startswith('SigLIP') else 'image'}; encoder ms and GFLOPs for the "
+        f"whole batch of {meta['frames']}. measured / predicted by the {other_name} instead: "
+        + ", ".join(f"{row['budget']}: {row[f'measured_over_predicted_{other_name}']:.2f}" for row in rows[1:])
+        + ". CPU time = wall time × cpu share (process CPU time / (wall time × threads)), by the same "
+        f"{meta['statistic']}: the share a forward got barely changes its CPU time, so that column compares sides "
+        "that got different shares of a shared machine; cpu share of each side's fastest forward: "
+        + ", ".join(picked)
+        + " (where these differ, the wall-time ratio is biased toward the side that got more).",
+        "",
+        "Every timed forward, ms (round by round, with its cpu share; below 1 when other processes took the cores):",
+        "",
+    ]
+    for row in rows:
+        share = shares[_side_key(row, rows)]
+        timed = ", ".join(f"{t:.0f} ({c:.2f})" for t, c in zip(row["times_ms"], share, strict=True))
+        lines.append(f"- {row['budget']}: {timed}")
+    load_start, load_end = meta["loadavg_start"][0], meta["loadavg_end"][0]
+    lines += [
+        "",
+        f"Benchmark wall time {meta['wall_s'] / 60:.1f} min; 1-min load average {load_start:.2f} at the start, "
+        f"{load_end:.2f} at the end; peak resident memory {meta['peak_rss_gib']:.1f} GiB; torch {meta['torch']}.",
+    ]
+    return "\n".join(lines)
+
+
+def rerender(path: Path) -> str:
+    """Rewrite the .md beside a result JSON from the JSON alone (no measuring): after a change of the
+    table's format. Adds the CPU-time ratios to the JSON rows where they are missing."""
+    import json
+
+    data = json.loads(path.read_text())
+    for row in data["rows"][1:]:
+        ratio = cpu_time_ratio(data, row)
+        if ratio is not None:
+            row.setdefault("measured_over_predicted_cpu_time", ratio)
+    table = render(data)
+    write_json(path, data)
+    write_text(path.with_suffix(".md"), table + "\n")
+    return table
 
 
 if __name__ == "__main__":

@@ -102,3 +102,22 @@ def test_tiny_siglip_run_writes_prediction_and_ratio(tmp_path):
     table = (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").read_text()
     assert "min of 2 interleaved rounds (native, 64, 16, native, …" in table
     assert "| 144 |" in table and "| 16 |" in table
+
+
+def test_clip_table_renders_as_before():
+    # The CLIP single-image result (written before SigLIP was added) renders to its committed .md unchanged.
+    results = Path(__file__).resolve().parents[1] / "results"
+    data = json.loads((results / "bench_encoder_cpu.json").read_text())
+    assert bench_encoder.render(data) + "\n" == (results / "bench_encoder_cpu.md").read_text()
+
+
+def test_render_rebuilds_the_md_from_the_json(tmp_path):
+    argv = ["--tower", "siglip", "--shapes", "tiny", "--frames", "1", "--budgets", "16", "--repeats", "2"]
+    bench_encoder.main([*argv, "--warmup", "0", "--out", str(tmp_path)])
+    json_path, md_path = tmp_path / "bench_encoder_siglip_cpu_tiny.json", tmp_path / "bench_encoder_siglip_cpu_tiny.md"
+    written = md_path.read_text()
+    md_path.unlink()
+    bench_encoder.main(["--render", str(json_path)])
+    assert md_path.read_text() == written
+    row = json.loads(json_path.read_text())["rows"][1]
+    assert 0 < row["measured_over_predicted_cpu_time"] < 100
