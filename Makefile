@@ -39,4 +39,4 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check evoprune baselines tests scripts run.py
 
 clean:
-	rm -rf $(VENV) results/runs evoprune/harness/tasks/smoke/data
+	rm -rf $(VENV) results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evoprune.harness.models import IMAGE_TOKEN, resolve_dtype  # noqa: E402
+from evoprune.harness.models import IMAGE_TOKEN, resolve_dtype, vision_config_fields  # noqa: E402
 from evoprune.harness.video_weights import is_original_layout, load_llava_video  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def convert(original_dir: Path, out_dir: Path, vision: dict, dtype: torch.dtype)
     if not is_original_layout(original_dir):
         raise ValueError(f"{original_dir} is not an original LLaVA-NeXT (llava_qwen) checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(original_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)  # keeps the tokenizer's own special tokens
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     model = load_llava_video(original_dir, vision, image_token_id, dtype)
     model.save_pretrained(out_dir)
@@ -43,10 +43,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("original_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--model-config", type=Path, required=True, help="YAML with the tower's `vision` mapping")
+    parser.add_argument(
+        "--model-config",
+        type=Path,
+        required=True,
+        help="model YAML with the tower's `vision` mapping (configs/model/llava_video_7b.yaml)",
+    )
     parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (as the checkpoint), float16 or float32")
     args = parser.parse_args(argv)
-    vision = OmegaConf.to_container(OmegaConf.load(args.model_config).vision, resolve=True)
+    vision = vision_config_fields(OmegaConf.load(args.model_config).vision)
     dtype = resolve_dtype(args.dtype, torch.device("cpu"))
     image_token_id = convert(args.original_dir, args.out_dir, vision, dtype)
     print(f"wrote {args.out_dir} ({IMAGE_TOKEN} = token {image_token_id})")

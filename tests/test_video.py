@@ -310,3 +310,13 @@ def test_a_corrupt_video_is_a_sample_error_and_the_run_goes_on(tmp_path):
     assert sum(
         entry["errors"] for name, entry in derived.items() if name.endswith(("_test", "_val", "_overall"))
     ) == len(failed)
+
+
+def test_the_real_models_vision_mapping_becomes_siglip_so400m_fields():
+    from transformers import SiglipVisionConfig
+
+    from evoprune.harness.models import vision_config_fields
+
+    vision = SiglipVisionConfig(**vision_config_fields(compose_config("model=llava_video_7b").model.vision))
+    assert (vision.num_hidden_layers, vision.num_attention_heads, vision.hidden_size) == (26, 16, 1152)
+    assert (vision.image_size // vision.patch_size) ** 2 == 729

@@ -267,7 +267,9 @@ def test_convert_script_writes_a_loadable_hf_copy(source, original_dir, tmp_path
         (directory / path.name).symlink_to(path)
     words = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "a": 1, "b": 2}, unk_token="<unk>"))
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>").save_pretrained(directory)
-    (tmp_path / "video.yaml").write_text(json.dumps({"vision": VISION}))  # JSON is YAML
+    harness_names = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads"}
+    vision = {harness_names.get(key, key): value for key, value in VISION.items()}  # as configs/model/*.yaml name them
+    (tmp_path / "video.yaml").write_text(json.dumps({"vision": vision}))  # JSON is YAML
     spec = importlib.util.spec_from_file_location("convert_llava_video", "scripts/convert_llava_video.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

@@ -170,7 +170,8 @@ def llava_config(vision_config, text_config, tokenizer, feature_layer: int) -> L
     )
 
 
-def _vision_fields(vision) -> dict:
+def vision_config_fields(vision) -> dict:
+    """A model config's ``vision`` mapping (num_layers, num_heads, …) as transformers config fields."""
     return dict(
         hidden_size=vision["hidden_size"],
         intermediate_size=vision["intermediate_size"],
@@ -209,7 +210,7 @@ def _seeded(build, seed: int):
 def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
     """A seeded random LLaVA-1.5 with the real CLIP token grid; widths and LLM depth from ``tiny_cfg``."""
     tokenizer = build_byte_tokenizer()
-    vision_config = CLIPVisionConfig(**_vision_fields(tiny_cfg["vision"]))
+    vision_config = CLIPVisionConfig(**vision_config_fields(tiny_cfg["vision"]))
     text_config = LlamaConfig(**_text_fields(tiny_cfg["text"], tokenizer))
     config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
@@ -229,7 +230,7 @@ def build_tiny_llava_video(
     """
     tokenizer = build_byte_tokenizer(bos=False, extra_specials=QWEN_CHAT_TOKENS)
     tokenizer.eos_token = "<|im_end|>"
-    vision_config = SiglipVisionConfig(**_vision_fields(tiny_cfg["vision"]), vision_use_head=False)
+    vision_config = SiglipVisionConfig(**vision_config_fields(tiny_cfg["vision"]), vision_use_head=False)
     text_fields = _text_fields(tiny_cfg["text"], tokenizer)
     text_fields["bos_token_id"] = None
     text_config = Qwen2Config(**text_fields)
@@ -341,9 +342,9 @@ def _load_hf(model_cfg, dtype: torch.dtype):
 
         # The original checkpoint's tokenizer has no image token (LLaVA-NeXT splices by position):
         # one is added; its embedding row is never read (the pipeline overwrites those positions).
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)  # keeps the tokenizer's own special tokens
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        model = load_llava_video(source, _vision_fields(model_cfg["vision"]), image_token_id, dtype)
+        model = load_llava_video(source, vision_config_fields(model_cfg["vision"]), image_token_id, dtype)
     except OSError as err:
         raise _unavailable(model_cfg, f"{type(err).__name__}: {err}") from err
     return model, tokenizer, siglip_image_processor(model.config.vision_config.image_size)
