@@ -103,6 +103,25 @@ def test_folder_of_a_different_config_is_refused_not_reused(tmp_path):
         )
 
 
+def test_a_run_whose_config_only_lacks_fields_added_by_newer_code_is_recomputed(tmp_path, monkeypatch):
+    cfg = compose_config(f"output_dir={tmp_path}", "limit=3")
+    folder = run_dir(cfg)
+    old = identity_config(cfg)
+    del old["model"]["layout"]  # as written before the field existed
+    for name in resume.FINAL_FILES:
+        write_text(folder / name, "{}\n")
+    write_json(folder / resume.RUN_RECORD, {**completion_record(old, 1, 0, 0), "code_version": "v1"})
+    monkeypatch.setattr(resume, "code_version", lambda: "v1")
+    with pytest.raises(ConfigError, match="model.layout"):  # same code: a real difference
+        plan_run(cfg, folder)
+    monkeypatch.setattr(resume, "code_version", lambda: "v2")
+    plan = plan_run(cfg, folder)
+    assert plan.complete is None and "lacks only fields added since" in plan.notes[0]
+    changed = compose_config(f"output_dir={tmp_path}", "limit=3", "model.pad_to_square=false")
+    with pytest.raises(ConfigError, match="pad_to_square"):  # a changed value is never taken for an addition
+        plan_run(changed, folder)
+
+
 def test_judge_key_never_reaches_the_identity():
     identity = identity_config(compose_config("judge.api_key=sk-secret"))
     assert identity["judge"]["api_key"] == "<set>" and "sk-secret" not in json.dumps(identity)

@@ -82,9 +82,17 @@ def redacted_config(cfg) -> dict:
 
 
 def identity_config(cfg) -> dict:
-    """The part of the config that can change a run's results."""
-    data = redacted_config(cfg)
-    return {key: value for key, value in data.items() if key not in NON_RESULT_FIELDS}
+    """The part of the config that can change a run's results (the benchmark's data-generator hook is
+    not: the generated data carries its own format version and seed)."""
+    return without_non_result_fields(redacted_config(cfg))
+
+
+def without_non_result_fields(config: dict) -> dict:
+    """``config`` (plain data) without `NON_RESULT_FIELDS` and ``benchmark.synthetic_data``."""
+    identity = {key: value for key, value in config.items() if key not in NON_RESULT_FIELDS}
+    if isinstance(identity.get("benchmark"), dict):
+        identity["benchmark"] = {k: v for k, v in identity["benchmark"].items() if k != "synthetic_data"}
+    return identity
 
 
 def config_hash(config: dict) -> str:
@@ -101,6 +109,20 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             lines.append(f"{prefix}{key}: {a!r} → {b!r}")
     return lines
+
+
+def only_new_fields(old: dict, new: dict) -> bool:
+    """True when ``new`` differs from ``old`` only by fields ``old`` does not have (added by newer code)."""
+    for key, before in old.items():
+        if key not in new:
+            return False
+        after = new[key]
+        if isinstance(before, dict) and isinstance(after, dict):
+            if not only_new_fields(before, after):
+                return False
+        elif before != after:
+            return False
+    return True
 
 
 def _mismatch(folder: Path, what: str, old: dict, new: dict) -> ConfigError:
@@ -242,7 +264,16 @@ def plan_run(cfg, folder: Path) -> RunPlan:
     complete, why_not = read_complete(folder)
     if complete is not None:
         if complete.get("config_hash") != config_hash(identity):
-            raise _mismatch(folder, "a complete run", complete.get("config", {}), identity)
+            old = without_non_result_fields(complete.get("config", {}))
+            if complete.get("code_version") == code_version() or not only_new_fields(old, identity):
+                raise _mismatch(folder, "a complete run", old, identity)
+            plan.notes.append(
+                f"{folder.name}: complete run from code version {complete.get('code_version')} (now {code_version()}), "
+                f"whose config lacks only fields added since ({'; '.join(config_differences(old, identity)[:3])}): "
+                "recomputing"
+            )
+            _load_partial(plan)
+            return plan
         if complete.get("code_version") == code_version():
             plan.complete = complete
             return plan
@@ -267,7 +298,9 @@ def _load_partial(plan: RunPlan) -> None:
         plan.notes.append(f"{plan.folder.name}: unreadable {header_path.name} ({err}): journal discarded")
         return
     if header.get("config_hash") != config_hash(plan.identity):
-        raise _mismatch(plan.folder, "an unfinished run", header.get("config", {}), plan.identity)
+        same_code = header.get("code_version") == code_version()
+        if same_code or not only_new_fields(without_non_result_fields(header.get("config", {})), plan.identity):
+            raise _mismatch(plan.folder, "an unfinished run", header.get("config", {}), plan.identity)
     if header.get("code_version") != code_version():
         plan.notes.append(
             f"{plan.folder.name}: journal from code version {header.get('code_version')} (now {code_version()}): "
