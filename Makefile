@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint clean table1 sweep
+.PHONY: install demo test lint clean table1 table2 table3 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task.
 # The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
@@ -27,6 +27,14 @@ test: $(INSTALLED)
 ## The paper's Table 1: sweep (Native + 6 methods x {128, 64, 32}) then render results/tables/.
 table1: $(INSTALLED)
 	$(MAKE) --no-print-directory sweep EXPERIMENT=table1$(if $(SMOKE),_smoke)
+
+## The paper's Table 2: LLaVA-Video-7B, Native + 6 methods x {64, 32, 16} tokens per frame on the video suite.
+table2: $(INSTALLED)
+	$(MAKE) --no-print-directory sweep EXPERIMENT=table2$(if $(SMOKE),_smoke)
+
+## The paper's Table 3: EvoPrune's ablations at 64 tokens per frame beside Native.
+table3: $(INSTALLED)
+	$(MAKE) --no-print-directory sweep EXPERIMENT=table3$(if $(SMOKE),_smoke)
 
 sweep:
 	@status=0; $(PY) run.py -m +experiment=$(EXPERIMENT) $(SWEEP_ARGS) || status=$$?; \

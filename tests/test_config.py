@@ -174,16 +174,28 @@ def test_sweep_preflight_fails_before_the_first_run(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_experiment_cells_expand_to_native_plus_six_methods_at_three_budgets():
+METHODS = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune"]
+ABLATIONS = ["evoprune_no_attn_no_div", "evoprune_no_attn", "evoprune_no_div", "evoprune"]
+
+
+@pytest.mark.parametrize(
+    "experiment, runs, model, benchmark",
+    [
+        ("table1", [(m, b) for b in (128, 64, 32) for m in METHODS], "llava15_7b", "image"),
+        ("table2", [(m, b) for b in (64, 32, 16) for m in METHODS], "llava_video_7b", "video"),
+        ("table2_smoke", [(m, b) for b in (64, 32, 16) for m in METHODS], "tiny_llava_video", "smoke_video"),
+        ("table3", [(m, 64) for m in ABLATIONS], "llava_video_7b", "video"),
+    ],
+)
+def test_experiment_cells_expand_to_native_plus_the_papers_rows(experiment, runs, model, benchmark):
     from evoprune.harness.sweep import job_configs
 
     with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=table1"], return_hydra_config=True)
+        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
         jobs = job_configs(cfg)
-    runs = [(job.pruner.name, job.budget) for job in jobs]
-    methods = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune"]
-    assert runs == [("none", None)] + [(m, b) for b in (128, 64, 32) for m in methods]
-    assert {job.model.name for job in jobs} == {"llava15_7b"} and {job.benchmark.name for job in jobs} == {"image"}
+    assert [(job.pruner.name, job.budget) for job in jobs] == [("none", None), *runs]
+    assert {job.model.name for job in jobs} == {model} and {job.benchmark.name for job in jobs} == {benchmark}
+    assert {job.experiment.paper_table for job in jobs} == {experiment.removesuffix("_smoke")}
 
 
 def test_submitit_slurm_launcher_composes_one_job_per_run():

@@ -35,9 +35,9 @@ ID_COLUMNS = ("method", "label", "budget")
 AGGREGATES = ("Acc.", "Rel.")
 STAGE_NOTE = (
     "Relative latency = median per-sample stage time ÷ Native's, same machine and sweep, batch size 1: "
-    "pre-LLM = vision encoder (incl. in-encoder merging) + projector + post-encoder pruning; "
+    "pre-LLM = vision encoder (incl. in-encoder merging) + other (projector, pooling, newlines) + post-encoder pruning; "
     "LLM = prefill + greedy decode (DART's in-LLM pruning is in prefill); "
-    "Overall = the whole sample, image preprocessing included."
+    "Overall = the whole sample, preprocessing (and video decoding) included."
 )
 
 
