@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint clean table1 table2 table3 sweep
+.PHONY: install demo test lint clean table1 table2 table3 fig4 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task.
 # The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
@@ -36,10 +36,15 @@ table2: $(INSTALLED)
 table3: $(INSTALLED)
 	$(MAKE) --no-print-directory sweep EXPERIMENT=table3$(if $(SMOKE),_smoke)
 
+## The paper's Figure 4: EvoPrune's six layer schedules x {16, 32, 64} tokens per frame on the video suite.
+fig4: $(INSTALLED)
+	$(MAKE) --no-print-directory sweep EXPERIMENT=fig4$(if $(SMOKE),_smoke) RENDER=scripts/render_fig4.py
+
+RENDER ?= scripts/render_table.py
 sweep:
 	@status=0; $(PY) run.py -m +experiment=$(EXPERIMENT) $(SWEEP_ARGS) || status=$$?; \
 	if [ $$status -ne 0 ] && [ $$status -ne 1 ]; then exit $$status; fi; \
-	$(PY) scripts/render_table.py +experiment=$(EXPERIMENT) $(SWEEP_ARGS) && exit $$status
+	$(PY) $(RENDER) +experiment=$(EXPERIMENT) $(SWEEP_ARGS) && exit $$status
 
 ## Lint and format check.
 lint: $(INSTALLED)
