@@ -35,7 +35,8 @@ ID_COLUMNS = ("method", "label", "budget")
 AGGREGATES = ("Acc.", "Rel.")
 STAGE_NOTE = (
     "Relative latency = median per-sample stage time ÷ Native's, same machine and sweep, batch size 1: "
-    "pre-LLM = vision encoder (incl. in-encoder merging) + other (projector, pooling, newlines) + post-encoder pruning; "
+    "pre-LLM = vision encoder (incl. in-encoder merging) + other (projector, pooling, newlines) "
+    "+ post-encoder pruning; "
     "LLM = prefill + greedy decode (DART's in-LLM pruning is in prefill); "
     "Overall = the whole sample, preprocessing (and video decoding) included."
 )
