@@ -15,7 +15,6 @@ results/figures/<experiment>.png; missing runs show as "—", never as 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,13 +23,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import pandas as pd  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from evoprune.harness.outputs import write_text  # noqa: E402
 from evoprune.harness.resume import RUN_RECORD  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
 from evoprune.harness.settings import ConfigError  # noqa: E402
-from evoprune.harness.sweep import job_configs  # noqa: E402
+from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
 from evoprune.harness.tables import MISSING  # noqa: E402
 from evoprune.schedules import merge_schedule  # noqa: E402
 
@@ -145,11 +143,7 @@ def plot(frame: pd.DataFrame, counts: dict, path: Path, title: str) -> None:
 
 
 def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        if cfg.get("experiment") is None:
-            raise ConfigError("name an experiment to render, e.g. +experiment=fig4 (see configs/experiment/)")
-        jobs = job_configs(cfg)
+    cfg, jobs = experiment_jobs(str(REPO_ROOT / "configs"), overrides)
     if cfg.model.architecture != "llava_onevision":
         raise ConfigError(f"Figure 4 is on LLaVA-Video; model={cfg.model.name} is {cfg.model.architecture}")
     vision = cfg.model.get("vision") or cfg.model.tiny.vision
@@ -176,17 +170,7 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. +experiment=fig4 limit=20")
-    parser.add_argument("--tables-dir", type=Path, default=REPO_ROOT / "results" / "tables")
-    parser.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "results" / "figures")
-    args = parser.parse_args(argv)
-    try:
-        render(args.overrides, args.tables_dir, args.figures_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return renderer_main(render, __doc__, REPO_ROOT, argv)
 
 
 if __name__ == "__main__":

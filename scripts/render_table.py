@@ -9,21 +9,18 @@ Pareto plot results/figures/pareto_<experiment>.png; missing runs show as "—",
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from evoprune.harness.outputs import write_text  # noqa: E402
 from evoprune.harness.paper import SPECS  # noqa: E402
 from evoprune.harness.resume import code_version  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
-from evoprune.harness.settings import ConfigError  # noqa: E402
-from evoprune.harness.sweep import job_configs  # noqa: E402
+from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
 from evoprune.harness.tables import (  # noqa: E402
     ID_COLUMNS,
     MISSING,
@@ -93,11 +90,7 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
 
 
 def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        if cfg.get("experiment") is None:
-            raise ConfigError("name an experiment to render, e.g. +experiment=table1 (see configs/experiment/)")
-        jobs = job_configs(cfg)
+    cfg, jobs = experiment_jobs(str(REPO_ROOT / "configs"), overrides)
     name, paper_table = cfg.experiment.name, cfg.experiment.paper_table
     cells = [(job.pruner.name, job.budget, run_dir(job)) for job in jobs]
     ours = collect(cells, dict(cfg.benchmark.columns), paper_table)
@@ -135,17 +128,7 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. +experiment=table1 limit=50")
-    parser.add_argument("--tables-dir", type=Path, default=REPO_ROOT / "results" / "tables")
-    parser.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "results" / "figures")
-    args = parser.parse_args(argv)
-    try:
-        render(args.overrides, args.tables_dir, args.figures_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return renderer_main(render, __doc__, REPO_ROOT, argv)
 
 
 if __name__ == "__main__":

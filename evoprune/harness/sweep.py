@@ -77,6 +77,36 @@ def job_configs(config: DictConfig) -> list[DictConfig]:
     return composed
 
 
+def experiment_jobs(config_dir: str, overrides: list[str]) -> tuple[DictConfig, list[DictConfig]]:
+    """The composed config of ``python run.py -m <overrides>`` and its jobs; it must name an experiment."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        if cfg.get("experiment") is None:
+            raise ConfigError("name an experiment to render, e.g. +experiment=table1 (see configs/experiment/)")
+        return cfg, job_configs(cfg)
+
+
+def renderer_main(render, description: str, default_root, argv: list[str] | None = None) -> int:
+    """Command line of the experiment renderers: ``<sweep overrides> [--tables-dir] [--figures-dir]``,
+    calling ``render(overrides, tables_dir, figures_dir)``; exit 2 with one ``error:`` line on a ConfigError."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. +experiment=table1 limit=50")
+    parser.add_argument("--tables-dir", type=Path, default=Path(default_root) / "results" / "tables")
+    parser.add_argument("--figures-dir", type=Path, default=Path(default_root) / "results" / "figures")
+    args = parser.parse_args(argv)
+    try:
+        render(args.overrides, args.tables_dir, args.figures_dir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def preflight(configs: list[DictConfig]) -> None:
     """Check every run's config, weights and datasets; the first problem raises."""
     from evoprune.harness.judge import JudgeConfig, plan_tasks
