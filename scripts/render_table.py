@@ -24,6 +24,7 @@ from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
 from evoprune.harness.tables import (  # noqa: E402
     ID_COLUMNS,
     MISSING,
+    NO_SAMPLES,
     NOT_SCORED,
     STAGE_NOTE,
     agreement_markdown,
@@ -74,6 +75,11 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
         lines.append(
             f"{NOT_SCORED} = run but not scored (MM-Vet needs an LLM judge: set judge.api_key / OPENAI_API_KEY; "
             "or lmms-eval returned NaN, e.g. MME pairs split by a small limit); left out of Acc. and Rel."
+        )
+    if any(value == NO_SAMPLES for row in ours for value in row.values.values()):
+        lines.append(
+            f"{NO_SAMPLES} = the run holds no sample of that split (e.g. Video-MME long under a small limit); "
+            "left out of Acc. and Rel."
         )
     if native is None:
         lines.append("No complete Native run: relative latency, Rel. and Agree cannot be computed (—).")

@@ -41,3 +41,12 @@ def test_table3_smoke_sweep_renders_the_papers_columns_from_derived_scores(tmp_p
         assert all(float(row[column]) >= 0 for column in ("MVBench", "LongVideoBench", "VideoMME")), row
     paper = [row for row in rows if row["table"] == "paper"]
     assert [row["MVBench"] for row in paper][:2] == ["58.0", "54.6"]  # the paper's own values beside ours
+
+
+def test_a_split_without_samples_is_not_a_missing_run():
+    from evoprune.harness.tables import MISSING, NO_SAMPLES, _score
+
+    metrics = {"derived": {"videomme_long": {"value": None, "samples": 0}, "videomme_short": {"value": 50.0}}}
+    assert _score(metrics, {"derived": "videomme_long", "scale": 1}) == NO_SAMPLES
+    assert _score(metrics, {"derived": "videomme_short", "scale": 1}) == 50.0
+    assert _score(metrics, {"derived": "mvbench_test", "scale": 1}) == MISSING  # no such tasks in the run

@@ -29,7 +29,7 @@ from evoprune.harness.paper import aggregate, load_paper_table
 from evoprune.harness.resume import read_complete
 from evoprune.harness.video_metrics import in_derived
 
-MISSING, NOT_SCORED = "—", "n/s"
+MISSING, NOT_SCORED, NO_SAMPLES = "—", "n/s", "n/a"
 LATENCY = {"pre-LLM": "pre_llm", "LLM": "llm", "Overall": "total"}  # paper column → latency.json key
 ID_COLUMNS = ("method", "label", "budget")
 AGGREGATES = ("Acc.", "Rel.")
@@ -49,7 +49,7 @@ class Row:
     method: str
     budget: int | None
     label: str
-    values: dict[str, object] = field(default_factory=dict)  # float, MISSING or NOT_SCORED
+    values: dict[str, object] = field(default_factory=dict)  # float, MISSING, NOT_SCORED or NO_SAMPLES
     agreement: dict[str, float | None] = field(default_factory=dict)  # paper column (or "all") → share
     run: Path | None = None
     config: dict | None = None
@@ -69,8 +69,10 @@ def _read_samples(run: Path) -> dict[tuple[str, int], dict]:
 def _score(metrics: dict, spec) -> object:
     if "derived" in spec:
         entry = metrics.get("derived", {}).get(spec["derived"])
-        if entry is None or entry["value"] is None:  # no such tasks in the run, or no sample in the split
+        if entry is None:  # no such tasks in the run
             return MISSING
+        if entry["value"] is None:  # the run has none of the split's samples (e.g. under a small limit)
+            return NO_SAMPLES
         return entry["value"] * spec["scale"]
     entry = metrics["tasks"].get(spec["task"])
     if entry is None:
