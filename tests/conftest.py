@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,7 +98,15 @@ def count_lines(path):
 def start(args, log):
     """`run.py` as a child process, output to files (a full pipe would stall it)."""
     out, err = open(log.with_suffix(".out"), "w"), open(log.with_suffix(".err"), "w")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO_ROOT, stdout=out, stderr=err)
+    return subprocess.Popen(
+        [sys.executable, "run.py", *args], cwd=REPO_ROOT, stdout=out, stderr=err, preexec_fn=_default_sigint
+    )
+
+
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT ignored,
+    which the child would inherit (a CI script run with `&` does)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_when(proc, ready, sig, timeout=300):
