@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from evoprune.harness.layout import pool_grid
 from evoprune.harness.settings import ConfigError
 
 
@@ -48,8 +49,6 @@ class VisualTokens:
 
     def to_llm_grid(self, per_token: torch.Tensor) -> torch.Tensor:
         """(F, N, ...) or (F, N) values on the tower's tokens → the S positions the LLM receives."""
-        from evoprune.harness.layout import pool_grid
-
         if per_token.ndim == 2:
             return pool_grid(per_token[..., None], self.pool_stride)[..., 0]
         return pool_grid(per_token, self.pool_stride)
