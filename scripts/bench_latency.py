@@ -1,118 +1,98 @@
-"""Time to first token per stage: LLaVA-1.5-7B native vs the six pruners at 128/64/32 visual tokens,
-measured beside the speedups a FLOP count predicts, and the paper's Figure 3 (stacked TTFT).
+"""Time to first token per stage, native vs the six pruners, measured beside the speedups a FLOP count
+predicts: LLaVA-1.5-7B at 128/64/32 visual tokens (``--model llava15``), and LLaVA-Video-7B-Qwen2 at
+1, 8 and 64 frames and 64/32/16 tokens per frame (``--model llava_video``: the paper's Figure 1, and the
+source of Figure 3 when no real runs exist).
 
-LLaVA-1.5-7B at its real size with random weights (latency does not depend on the weights, so
-nothing is downloaded): CLIP ViT-L/14-336 (24 layers, width 1024, 577 tokens, features from layer
-−2), the 2-layer MLP projector (1024 → 4096 → 4096) and Vicuna-7B's decoder (hidden 4096, MLP
-11008, 32 layers, 32 heads, vocabulary 32000). One 640×480 image and the LLaVA-1.5 vicuna_v1
-prompt (system message + a VQAv2 question with its answer-format instruction).
+The models are built at their real size with random weights (`latency_models`: CLIP-L/336 + Vicuna-7B;
+SigLIP-so400m/384 with 26 layers + the 2-layer projector + 2x2 pooling + Qwen2-7B with 4 KV heads), so
+nothing is downloaded. Every measurement goes through the harness's own code: the pipeline's
+`generate` (one new token, so decode does nothing) with its `StageTimer` (CUDA events on CUDA,
+perf_counter on CPU), its `prepare_inputs`, `lay_out` and `prefill` stage functions, and the pruners that
+`run.py model=<model> pruner=<method> budget=<budget>` builds, attached and detached as the runner does.
+CDPruner's text model (CLIP-L's or SigLIP-so400m's text tower) has real shapes and random weights, fed by
+the byte tokenizer (an upper bound on its cost).
 
-Every sample goes through the harness's own code: `evoprune.harness.pipeline.generate` (one new
-token, so decode does nothing) with its `StageTimer` (CUDA events on CUDA, perf_counter on CPU),
-and the pruners built by `evoprune.harness.pruning.build_pruner` from the Hydra-composed
-configs/pruner/*.yaml, attached and detached as the runner does. CDPruner's CLIP text tower and
-projections are CLIP-L's shapes with random weights (`scripts/bench_pruners.py`), tokenised by the
-project's byte tokenizer (an upper bound on its text-tower cost; CLIP's BPE vocabulary is offline).
+What is measured where (``--encoder-frames`` E, ``--llm-layers`` L):
+- The vision side (preprocess, vision_encoder, other = projector + pooling + newline layout, pruning)
+  of every run: a `generate` on min(E, F) frames. When that is fewer than F frames (CPU default E = 1),
+  vision_encoder and other are scaled linearly to F (every frame is encoded, projected and pooled on
+  its own: linear in F), while preprocess (video decoding and resizing) and pruning (a selection may do
+  per-sample work beside its per-frame work, e.g. CDPruner's text tower) are measured at F frames, the
+  pruner selecting on the measured frames' tokens tiled to F. CUDA default: E = F, nothing scaled.
+- The LLM prefill at F frames: the pipeline's `prefill` stage on the visual sequence of F frames — the
+  tiled tokens and the run's selection on them — laid out as the harness lays it out.
+  Runs whose prefill is the same computation at the same length (every method but DART) share one
+  timing per round. On CPU the LLM is built with max(L, K + 1) full-width layers: every run but DART
+  runs L (default 1) of them, DART its K + 1 (K = its pruning layer, 2), and the prefill is scaled to
+  the model's depth: measured prefill + missing layers x the mean time of the measured layers at the
+  final sequence length (DART: K layers measured on the full prompt, the rest extrapolated from its
+  layer K on the pruned one). CUDA default: all layers, nothing scaled.
+Each round runs native, then every method x budget (interleaved), the vision side first, then the LLM
+side per frame count; ``--warmup`` untimed rounds first; every time is a MEDIAN over the ``--repeats``
+timed rounds (speedups: ratios of medians). Vision-side stages doing provably identical work are pooled
+into one median over every run doing it (`pool_key`; ``--no-pool``: each run's own).
 
-Stages are `evoprune.harness.timing.STAGES` up to `prefill`; `pre_llm` = vision_encoder +
-other (the projector) + pruning, `ttft` = every stage before decode (preprocess included). Each round runs
-native, then every method × budget, interleaved; the first `--warmup` rounds are discarded and
-every time is a MEDIAN over the `--repeats` timed rounds (speedups: ratios of the medians). Stages
-doing provably identical work are pooled into one median over every run doing it (`pool_key`:
-the native encoder and 576-token projector of native, the post-encoder pruners and DART; the LLM
-prefill at one sequence length); each method's own work comes from its own runs (``--no-pool``:
-no pooling at all). A full CPU run takes about 6 minutes on 2 quiet cores.
+FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd^2 + 4n^2d + 16n'd^2 per frame
+(`bench_encoder.encoder_flops`), projector 2n(d_v d + d^2) per frame on the tokens it receives (before
+pooling), LLM per layer 2S(2d^2 + 2d d_kv + 3d ff) + 4S^2 d over the S positions it runs (DART: K layers
+at the full S). Selection and merging work are not counted.
 
-On CUDA (``--device cuda``; written without GPU access, not yet run on one): float16, the whole
-model, initialised on the GPU. On CPU (default without a GPU): float32,
-the whole vision side, and the LLM built with only ``--llm-layers`` (default 3 = DART's K + 1)
-full-width decoder layers, then scaled to 32: prefill = measured prefill (embedding, DART's
-selection, final norm, lm_head of the last position, the measured layers) + (32 − measured) ×
-the mean time of the measured layers that ran at the final sequence length. DART (K = 2) runs its
-layers 0–1 on the full prompt and layer 2 on the pruned one, so its layers 3–31 are extrapolated
-from its layer 2; the others' from all three measured layers.
+    python scripts/bench_latency.py [--model llava15|llava_video] [--device cpu|cuda] [--frames 1 8 64]
+        [--budgets ...] [--repeats 5] [--warmup 1] [--encoder-frames E] [--llm-layers L] [--shapes real|tiny]
+    python scripts/bench_latency.py --model llava_video --render results/bench_latency_video_cpu.csv
 
-FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd² + 4n²d + 16n′d² (n
-tokens entering attention, n′ after EvoPrune's merge: `scripts/bench_encoder.py`), projector
-2n(1024·4096 + 4096²), LLM per layer 2S(4d² + 3d·ff) + 4S²d for S = text + visual tokens (DART:
-K layers at the full S, the rest at the pruned S). Selection and merging work is not counted:
-measured below predicted is that work plus the lower efficiency of smaller matrix products.
-
-    python scripts/bench_latency.py [--device cpu|cuda] [--repeats 5] [--warmup 1] [--shapes real|tiny]
-
-Writes results/bench_latency_<device>.csv and .md and results/figures/fig3_ttft_<device>.png
-(atomically; ``--shapes tiny`` adds ``_tiny`` to the names) and prints the table.
+Writes results/bench_latency[_video]_<device>[_tiny].{csv,md,tex} and the figure
+(results/figures/fig3_ttft_<device>.png for LLaVA-1.5: one panel per budget; fig1_<device>.png for
+LLaVA-Video: one panel per frame count at ``--figure-budget``), each atomically. Completed timed rounds
+are kept in results/.bench_latency[_video]_<...>.partial.json: a killed run started again with the same
+arguments and code resumes after its last completed round (warm-up rounds are run again).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import hashlib
 import io
+import json
 import os
 import platform
-import re
 import statistics
 import sys
+import tempfile
+import textwrap
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from omegaconf import OmegaConf
-from PIL import Image
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaForConditionalGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import CLIP_L_336, RESULTS, encoder_flops  # noqa: E402
-from bench_pruners import clip_l_text_and_projections  # noqa: E402
+from bench_encoder import RESULTS, encoder_flops  # noqa: E402
+from latency_models import MODELS, ModelSpec, build_model, cdpruner_text_model, sample_visual  # noqa: E402
 
 import evoprune  # noqa: E402
-from baselines.pruners import build_tiny_clip  # noqa: E402
-from evoprune.harness.models import IMAGE_TOKEN, LoadedModel, build_byte_tokenizer, clip_image_processor, llava_config  # noqa: E402
-from evoprune.harness.outputs import write_text  # noqa: E402
-from evoprune.harness.pipeline import generate  # noqa: E402
-from evoprune.harness.pruning import Pruner, build_pruner  # noqa: E402
-from evoprune.harness.timing import STAGES  # noqa: E402
+from evoprune.harness.models import LoadedModel  # noqa: E402
+from evoprune.harness.outputs import write_figure, write_json, write_text  # noqa: E402
+from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
+from evoprune.harness.pipeline import generate, is_on_grid, lay_out, prefill, prepare_inputs  # noqa: E402
+from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
+from evoprune.harness.resume import code_version  # noqa: E402
+from evoprune.harness.tables import latex_table, markdown_table  # noqa: E402
+from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
 
 METHODS = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune")
-LABELS = {
-    "none": "Native",
-    "fastervlm": "FasterVLM",
-    "vispruner": "VisPruner",
-    "dart": "DART",
-    "divprune": "DivPrune",
-    "cdpruner": "CDPruner",
-    "evoprune": "EvoPrune",
-}
 TTFT_STAGES = tuple(stage for stage in STAGES if stage != "decode")
-# The harness's LLaVA-1.5 prompt (vicuna_v1, system sentence included: configs/model/llava15_7b.yaml)
-# and a VQAv2 question with lmms-eval's answer-format instruction.
-PROMPT_TEMPLATE = OmegaConf.load(ROOT / "configs" / "model" / "llava15_7b.yaml").prompt_template
-QUESTION = "What color is the umbrella the woman is holding?\nAnswer the question using a single word or phrase."
-VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
-SHAPES = {
-    "real": dict(vision=CLIP_L_336, llm=VICUNA_7B, vocab_size=32000, clip="clip-l"),
-    # The real 24×24 token grid and encoder depth (so budgets 128/64/32 and EvoPrune's schedule are
-    # the real ones), tiny widths: for tests, a few seconds.
-    "tiny": dict(
-        vision=dict(
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=24,
-            num_attention_heads=4,
-            image_size=336,
-            patch_size=14,
-        ),
-        llm=dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4),
-        vocab_size=1000,
-        clip="tiny",
-    ),
-}
+PRE_LLM_STAGES = ("vision_encoder", "other", "pruning")
+PER_FRAME_STAGES = ("vision_encoder", "other")  # each frame on its own: scaled linearly to F frames
+TIMED = (*TTFT_STAGES, "prefill_measured", "pre_llm", "ttft")
+SPEEDUPS = ("pre_llm", "prefill", "ttft")
+COUNTS = ("visual_tokens", "newline_tokens", "llm_tokens")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,24 +100,32 @@ SHAPES = {
 # ---------------------------------------------------------------------------------------------
 
 
-def llm_layer_flops(seq: int, width: int, mlp_width: int) -> float:
-    """One Llama decoder layer over ``seq`` tokens: q/k/v/o projections (4d², multi-head
-    attention), the gated MLP (3·d·ff), attention scores and weighted sum (2·S²·d each)."""
-    return 2 * seq * (4 * width * width + 3 * width * mlp_width) + 4 * seq * seq * width
+def llm_layer_flops(seq: int, width: int, mlp_width: int, kv_width: int | None = None) -> float:
+    """One decoder layer over ``seq`` tokens: q/o projections (2d²), k/v projections (2·d·d_kv; d_kv =
+    d without grouped-query attention), the gated MLP (3·d·ff), attention scores and weighted sum (2·S²·d each)."""
+    kv_width = width if kv_width is None else kv_width
+    return 2 * seq * (2 * width * width + 2 * width * kv_width + 3 * width * mlp_width) + 4 * seq * seq * width
 
 
-def llm_flops(seq: int, width: int, mlp_width: int, layers: int, pruned_seq: int | None = None, split: int = 0):
+def llm_flops(
+    seq: int,
+    width: int,
+    mlp_width: int,
+    layers: int,
+    pruned_seq: int | None = None,
+    split: int = 0,
+    kv_width: int | None = None,
+) -> float:
     """The decoder's prefill: ``split`` layers over ``seq`` tokens, the rest over ``pruned_seq``
     (DART); without ``pruned_seq`` every layer over ``seq``."""
     if pruned_seq is None:
         pruned_seq, split = seq, layers
-    return split * llm_layer_flops(seq, width, mlp_width) + (layers - split) * llm_layer_flops(
-        pruned_seq, width, mlp_width
-    )
+    full = llm_layer_flops(seq, width, mlp_width, kv_width)
+    return split * full + (layers - split) * llm_layer_flops(pruned_seq, width, mlp_width, kv_width)
 
 
 def projector_flops(tokens: int, vision_width: int, llm_width: int) -> float:
-    """LLaVA-1.5's 2-layer MLP projector (vision → LLM width → LLM width) on ``tokens`` tokens."""
+    """The 2-layer MLP projector (vision → LLM width → LLM width) on ``tokens`` tokens."""
     return 2 * tokens * (vision_width * llm_width + llm_width * llm_width)
 
 
@@ -155,75 +143,15 @@ def scaled_prefill(prefill: float, layer_times: list[float], layer_tokens: list[
 
 
 # ---------------------------------------------------------------------------------------------
-# Model, prompt and pruners
+# Runs
 # ---------------------------------------------------------------------------------------------
 
 
-def build_word_tokenizer():
-    """A word-level tokenizer (words, punctuation and newlines are tokens) built offline.
-
-    Llama's SentencePiece model is not available offline; on this English prompt a word-level split
-    lands within a few tokens of it (it splits fewer words into pieces but the same punctuation).
-    """
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted(set(re.findall(r"\w+|[^\w\s]|\n", PROMPT_TEMPLATE + QUESTION)))
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    vocab = {tok: i for i, tok in enumerate(specials + words)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
-            pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
-            pre_tokenizers.Punctuation(),
-        ]
-    )
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return tokenizer
-
-
-def build_model(shapes: dict, llm_layers: int, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """LLaVA-1.5 with random weights, the LLM cut to ``llm_layers`` decoder layers, as a `LoadedModel`."""
-    tokenizer = build_word_tokenizer()
-    vision = CLIPVisionConfig(**shapes["vision"])
-    llm = shapes["llm"] | {"num_hidden_layers": llm_layers}
-    text = LlamaConfig(
-        **llm,
-        num_key_value_heads=llm["num_attention_heads"],
-        vocab_size=shapes["vocab_size"],
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = llava_config(vision, text, tokenizer, feature_layer=-2)
-    torch.manual_seed(0)
-    with torch.device(device):  # initialised in place: a 7B model in float32 on the host would not fit
-        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    model = model.eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        image_processor=clip_image_processor(vision.image_size, pad_to_square=True),
-        image_token_id=config.image_token_id,
-        prompt_template=PROMPT_TEMPLATE,
-        device=device,
-        dtype=dtype,
-    )
-
-
-def compose_pruner(method: str, budget: int | None) -> Pruner:
-    """The pruner `run.py model=llava15_7b pruner=<method> budget=<budget>` would build."""
+def compose_pruner(model_config: str, method: str, budget: int | None) -> Pruner:
+    """The pruner `run.py model=<model_config> pruner=<method> budget=<budget>` would build."""
     from hydra import compose, initialize_config_dir
 
-    overrides = ["model=llava15_7b", f"pruner={method}", f"budget={'null' if budget is None else budget}"]
+    overrides = [f"model={model_config}", f"pruner={method}", f"budget={'null' if budget is None else budget}"]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return build_pruner(cfg.pruner, cfg.budget)
@@ -231,21 +159,37 @@ def compose_pruner(method: str, budget: int | None) -> Pruner:
 
 @dataclass
 class Run:
-    """One method at one budget, with its pruner and timed rounds."""
+    """One method at one budget: its pruner, its timed samples and token counts.
+
+    ``vision[v]``: per-round stage seconds of `generate` on v frames; ``llm[F]``: per-round prefill
+    seconds at F frames (LLM side); ``counts[F]``: visual / newline / LLM tokens at F frames.
+    """
 
     method: str
     budget: int | None
     pruner: Pruner
-    samples: list[dict[str, float]] = field(default_factory=list)
-    llm_tokens: int = 0
-    visual_tokens: int = 0
+    vision: dict[int, list[dict]] = field(default_factory=dict)
+    llm: dict[int, list[dict]] = field(default_factory=dict)
+    counts: dict[int, dict] = field(default_factory=dict)
     schedule: list[int] | None = None
+    select: object = None  # the pruner's own `select` (`record_tokens` wraps the pruner's)
+    tokens: VisualTokens | None = None  # what the latest vision-side generation gave its pruner
+    on_grid: bool = True  # whether those tokens were the tower's full grid (not merged in the encoder)
 
-    def attach(self, loaded: LoadedModel, clip) -> None:
-        """As the runner does before its samples; CDPruner gets the random CLIP-L text tower here
-        instead of loading openai/clip-vit-large-patch14-336 from disk."""
+    @property
+    def key(self) -> str:
+        return f"{self.method}-{self.budget or 'all'}"
+
+    @property
+    def own_prefill(self) -> bool:
+        """Whether the method changes the prefill (DART prunes inside the LLM)."""
+        return type(self.pruner).prefill is not Pruner.prefill
+
+    def attach(self, loaded: LoadedModel, text_model) -> None:
+        """As the runner does before its samples; CDPruner gets the random-weight text model here
+        instead of loading the real CLIP / SigLIP from disk."""
         if self.method == "cdpruner":
-            self.pruner.use_image_text_model("clip", *clip)
+            self.pruner.use_image_text_model(*text_model)
         else:
             self.pruner.attach(loaded.model)
         if self.method == "evoprune" and self.schedule is None:
@@ -254,6 +198,16 @@ class Run:
     def detach(self, loaded: LoadedModel) -> None:
         if self.method != "cdpruner":
             self.pruner.detach(loaded.model)
+
+    def record_tokens(self, loaded: LoadedModel) -> None:
+        """Keep the visual tokens of each vision-side generation (what the LLM side tiles to F frames)."""
+        select = self.select = self.pruner.select
+
+        def recorded(tokens):
+            self.tokens, self.on_grid = tokens, is_on_grid(loaded, tokens.features)
+            return select(tokens)
+
+        self.pruner.select = recorded
 
 
 class LayerClock:
@@ -298,38 +252,195 @@ class LayerClock:
             handle.remove()
 
 
-def time_run(run: Run, loaded: LoadedModel, clip, image, clock: LayerClock, total_layers: int) -> dict[str, float]:
-    """One generation through the harness pipeline: seconds per stage, prefill scaled to the full LLM."""
-    run.attach(loaded, clip)
+@dataclass
+class Bench:
+    """The model under test, its input, and how deep its LLM runs per run."""
+
+    spec: ModelSpec
+    loaded: LoadedModel
+    visual: object  # PIL image or video path
+    text_model: tuple  # CDPruner's (space, model, tokenizer)
+    clock: LayerClock
+    total_layers: int
+    llm_layers: int  # decoder layers run by every run but DART's
+    dart_layer: int
+
+    def depth(self, run: Run) -> int:
+        return len(self.loaded.model.model.language_model.layers) if run.own_prefill else self.llm_layers
+
+    def at_frames(self, frames: int) -> LoadedModel:
+        if self.loaded.video is None:
+            return self.loaded
+        return dataclasses.replace(self.loaded, video=dataclasses.replace(self.loaded.video, frames=frames))
+
+    def take_prefill(self, run: Run, measured: float) -> tuple[float, int]:
+        """The prefill scaled to the model's depth, and the final sequence length, from the layer clock."""
+        layer_times, layer_tokens = self.clock.take()
+        if len(layer_times) != self.depth(run):
+            raise RuntimeError(f"{run.key}: expected {self.depth(run)} decoder layer calls, saw {len(layer_times)}")
+        return scaled_prefill(measured, layer_times, layer_tokens, self.total_layers), layer_tokens[-1]
+
+
+@contextmanager
+def decoder_depth(language_model, layers: int):
+    """Run only the first ``layers`` decoder layers (transformers' Llama and Qwen2 models loop over
+    ``layers[:config.num_hidden_layers]``; `Bench.take_prefill` checks the count of layer calls)."""
+    config = language_model.config
+    saved, config.num_hidden_layers = config.num_hidden_layers, layers
     try:
-        result = generate(loaded, run.pruner, image, QUESTION, max_new_tokens=1, until=[])
+        yield
+    finally:
+        config.num_hidden_layers = saved
+
+
+def time_vision_side(bench: Bench, run: Run, frames: int) -> tuple[dict, dict]:
+    """One generation on ``frames`` frames: seconds per stage (prefill scaled) and token counts."""
+    loaded = bench.at_frames(frames)
+    run.attach(loaded, bench.text_model)
+    try:
+        with decoder_depth(loaded.model.model.language_model, bench.depth(run)):
+            result = generate(loaded, run.pruner, bench.visual, bench.spec.question, max_new_tokens=1, until=[])
     finally:
         run.detach(loaded)
-    layer_times, layer_tokens = clock.take()
-    measured_layers = len(loaded.model.model.language_model.layers)
-    if len(layer_times) != measured_layers:
-        raise RuntimeError(f"expected {measured_layers} decoder layer calls in prefill, saw {len(layer_times)}")
     times = {stage: result.times[stage] for stage in TTFT_STAGES}
     times["prefill_measured"] = times["prefill"]
-    times["prefill"] = scaled_prefill(times["prefill"], layer_times, layer_tokens, total_layers)
-    times["pre_llm"] = times["vision_encoder"] + times["other"] + times["pruning"]
-    times["ttft"] = sum(times[stage] for stage in TTFT_STAGES)
-    run.visual_tokens = result.visual_tokens_after
-    run.llm_tokens = layer_tokens[-1]
-    return times
+    times["prefill"], llm_tokens = bench.take_prefill(run, times["prefill"])
+    counts = {"visual_tokens": result.visual_tokens_after, "newline_tokens": result.newline_tokens}
+    return with_totals(times), counts | {"llm_tokens": llm_tokens}
+
+
+def time_preprocess(bench: Bench, frames: int) -> tuple[float, str]:
+    """Seconds of the preprocess stage at ``frames`` frames (decoding, resizing, prompt) and the prompt."""
+    timer = StageTimer(bench.loaded.device)
+    with timer.stage("preprocess", on_device=False):
+        _, prompt = prepare_inputs(bench.at_frames(frames), bench.visual, bench.spec.question)
+    return timer.result()["preprocess"], prompt
+
+
+def tile_frames(tensor: torch.Tensor | None, frames: int) -> torch.Tensor | None:
+    """The first dimension (frames) repeated cyclically to ``frames``."""
+    if tensor is None:
+        return None
+    reps = -(-frames // tensor.shape[0])
+    return tensor.repeat(reps, *([1] * (tensor.ndim - 1)))[:frames]
+
+
+@torch.inference_mode()
+def time_pruning(bench: Bench, run: Run, frames: int) -> tuple[float, torch.Tensor | None, torch.Tensor]:
+    """The pruning stage on ``frames`` frames (the run's latest vision-side tokens tiled): seconds, the
+    kept indices and the projected tokens. Measured, not scaled: a selection may do per-sample work
+    (CDPruner's text tower) beside its per-frame work."""
+    tokens = run.tokens
+    tiled = dataclasses.replace(
+        tokens,
+        features=tile_frames(tokens.features, frames),
+        projected=tile_frames(tokens.projected, frames),
+        layer_input=tile_frames(tokens.layer_input, frames),
+    )
+    timer = StageTimer(bench.loaded.device)
+    run.attach(bench.loaded, bench.text_model)
+    try:
+        with timer.stage("pruning"):
+            keep = run.select(tiled)
+    finally:
+        run.detach(bench.loaded)
+    return timer.result()["pruning"], keep, tiled.projected
+
+
+@torch.inference_mode()
+def time_llm_side(bench: Bench, run: Run, frames: int, prompt: str, sequence, is_newline) -> tuple[dict, int, int]:
+    """The prefill stage at ``frames`` frames: seconds (scaled, measured), final length, visual tokens kept."""
+    timer = StageTimer(bench.loaded.device)
+    with decoder_depth(bench.loaded.model.model.language_model, bench.depth(run)), timer.stage("prefill"):
+        _, _, visual_tokens, _ = prefill(bench.loaded, run.pruner, prompt, sequence, is_newline, frames=frames)
+    measured = timer.result()["prefill"]
+    scaled, llm_tokens = bench.take_prefill(run, measured)
+    return {"prefill": scaled, "prefill_measured": measured}, llm_tokens, visual_tokens
+
+
+def one_round(bench: Bench, runs: list[Run], plan: dict[int, int], warmup: bool = False) -> dict:
+    """Every run once: the vision side per distinct vision frame count, then the LLM side per frame
+    count measured on fewer frames than it has (a warm-up round: only the smallest such count, which
+    runs the same code). Returns the round's record (`Journal`'s format)."""
+    record = {"vision": {}, "preprocess": {}, "llm": {}}
+    for vision_frames in sorted(set(plan.values())):
+        record["vision"][vision_frames] = {run.key: time_vision_side(bench, run, vision_frames) for run in runs}
+    llm_side = [frames for frames, vision_frames in plan.items() if vision_frames < frames]
+    for frames in llm_side[:1] if warmup else llm_side:
+        record["preprocess"][frames], prompt = time_preprocess(bench, frames)
+        shared: dict[tuple, tuple] = {}  # every plain prefill of one length is one computation: timed once
+        record["llm"][frames] = {}
+        for run in runs:
+            pruning, keep, projected = time_pruning(bench, run, frames)
+            with torch.inference_mode():
+                sequence, is_newline = lay_out(bench.loaded, projected, keep, run.on_grid)
+            key = (run.key,) if run.own_prefill else ("llm", sequence.shape[0])
+            if key not in shared:
+                shared[key] = time_llm_side(bench, run, frames, prompt, sequence, is_newline)
+            times, llm_tokens, kept = shared[key]
+            newlines = int(is_newline.sum())
+            visual = kept if run.own_prefill else sequence.shape[0] - newlines
+            counts = {"visual_tokens": visual, "newline_tokens": newlines, "llm_tokens": llm_tokens}
+            record["llm"][frames][run.key] = (times | {"pruning": pruning}, counts)
+    return record
+
+
+def add_round(runs: list[Run], record: dict) -> None:
+    """File a round's record (fresh or read back from the journal) under each run."""
+    for vision_frames, by_run in record["vision"].items():
+        for run in runs:
+            times, counts = by_run[run.key]
+            run.vision.setdefault(int(vision_frames), []).append(times)
+            run.counts.setdefault(int(vision_frames), counts)
+    for frames, by_run in record["llm"].items():
+        for run in runs:
+            times, counts = by_run[run.key]
+            run.llm.setdefault(int(frames), []).append(times | {"preprocess": record["preprocess"][frames]})
+            run.counts[int(frames)] = counts
+
+
+def bench_code_version() -> str:
+    """The harness's code version and this benchmark's own sources: rounds of other code are not reused."""
+    digest = hashlib.sha256(code_version().encode())
+    for name in ("bench_latency.py", "latency_models.py", "bench_encoder.py", "bench_pruners.py"):
+        digest.update((ROOT / "scripts" / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Journal:
+    """Completed timed rounds of one benchmark configuration, rewritten whole after each round."""
+
+    def __init__(self, path: Path, identity: dict):
+        self.path, self.identity = path, identity
+        self.rounds: list[dict] = []
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("identity") == identity:
+                self.rounds = saved["rounds"]
+            else:
+                print(f"{path}: rounds of other arguments or code; starting afresh", flush=True)
+
+    def add(self, record: dict) -> None:
+        self.rounds.append(record)
+        write_json(self.path, {"identity": self.identity, "rounds": self.rounds})
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _jsonable(record: dict) -> dict:
+    """A round record with string keys, as it reads back from JSON."""
+    return json.loads(json.dumps(record))
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
+# Summary
 # ---------------------------------------------------------------------------------------------
 
-TIMED = (*TTFT_STAGES, "prefill_measured", "pre_llm", "ttft")
-SPEEDUPS = ("pre_llm", "prefill", "ttft")
 
-
-def pool_key(run: Run, stage: str):
+def pool_key(run: Run, stage: str, llm_tokens: int):
     """Runs doing provably the same work in ``stage`` share a key (their samples are pooled):
-    preprocess (same image and prompt) across all runs; the native encoder and the projector on all
+    preprocess (same input and prompt) across all runs; the native encoder and the projector on all
     patch tokens across every run but EvoPrune's; the LLM prefill across runs feeding it the same
     number of tokens, except DART's (its prefill holds its selection and two sequence lengths).
     Everything else (pruning, EvoPrune's encoder, DART's prefill) is the run's own."""
@@ -337,61 +448,103 @@ def pool_key(run: Run, stage: str):
         return "all"
     if stage in ("vision_encoder", "other") and run.method != "evoprune":
         return "native"
-    if stage == "prefill" and run.method != "dart":
-        return ("llm", run.llm_tokens)
+    if stage == "prefill" and not run.own_prefill:
+        return ("llm", llm_tokens)
     return (run.method, run.budget)
 
 
-def stage_medians(runs: list[Run], pool: bool) -> list[dict[str, float]]:
-    """Median seconds per stage for each run (pooled by `pool_key` when ``pool``); pre-LLM and TTFT
-    are the sums of their stages' medians when pooled, the medians of the per-round sums otherwise."""
+def stage_medians(runs: list[Run], samples: list[list[dict]], tokens: list[int], pool: bool) -> list[dict]:
+    """Median seconds per stage of each run's ``samples`` (pooled by `pool_key` when ``pool``); pre-LLM
+    and TTFT are the sums of their stages' medians when pooled, the medians of the per-round sums otherwise."""
     pooled: dict = {}
     if pool:
-        for run in runs:
+        for run, own, llm_tokens in zip(runs, samples, tokens, strict=True):
             for stage in TTFT_STAGES:
-                pooled.setdefault((stage, pool_key(run, stage)), []).extend(s[stage] for s in run.samples)
+                pooled.setdefault((stage, pool_key(run, stage, llm_tokens)), []).extend(s[stage] for s in own)
     result = []
-    for run in runs:
-        medians = {name: statistics.median(s[name] for s in run.samples) for name in TIMED}
+    for run, own, llm_tokens in zip(runs, samples, tokens, strict=True):
+        medians = {name: statistics.median(s[name] for s in own) for name in TIMED}
         medians["own_vision_encoder"], medians["own_prefill"] = medians["vision_encoder"], medians["prefill"]
         if pool:
-            medians |= {stage: statistics.median(pooled[stage, pool_key(run, stage)]) for stage in TTFT_STAGES}
-            medians["pre_llm"] = medians["vision_encoder"] + medians["other"] + medians["pruning"]
+            medians |= {
+                stage: statistics.median(pooled[stage, pool_key(run, stage, llm_tokens)]) for stage in TTFT_STAGES
+            }
+            medians["pre_llm"] = sum(medians[stage] for stage in PRE_LLM_STAGES)
             medians["ttft"] = sum(medians[stage] for stage in TTFT_STAGES)
         result.append(medians)
     return result
 
 
+def with_totals(sample: dict) -> dict:
+    pre_llm = sum(sample[stage] for stage in PRE_LLM_STAGES)
+    return sample | {"pre_llm": pre_llm, "ttft": pre_llm + sample["preprocess"] + sample["prefill"]}
+
+
+def frame_medians(runs: list[Run], frames: int, vision_frames: int, pool: bool) -> list[dict]:
+    """Median seconds per stage of every run at ``frames`` frames: the vision side measured on
+    ``vision_frames`` frames (scaled by frames / vision_frames), the LLM side at ``frames``."""
+    vision = stage_medians(
+        runs,
+        [run.vision[vision_frames] for run in runs],
+        [run.counts[vision_frames]["llm_tokens"] for run in runs],
+        pool,
+    )
+    if vision_frames == frames:
+        return vision
+    scale = frames / vision_frames
+    result = []
+    for run, seen in zip(runs, vision, strict=True):
+        medians = {stage: seen[stage] * scale for stage in PER_FRAME_STAGES}
+        medians["own_vision_encoder"] = seen["own_vision_encoder"] * scale
+        llm = run.llm[frames]
+        for name in ("preprocess", "pruning", "prefill", "prefill_measured"):
+            medians[name] = statistics.median(s[name] for s in llm)
+        medians["own_prefill"] = medians["prefill"]
+        result.append(with_totals(medians))
+    return result
+
+
 def summarise(
-    runs: list[Run], shapes: dict, text_tokens: int, patches: int, dart_layer: int, pool: bool = True
+    spec: ModelSpec, shapes: str, runs: list[Run], plan: dict[int, int], dart_layer: int, grid: int, pool: bool
 ) -> list[dict]:
-    """One row per run: median ms per stage, FLOPs, measured and FLOP-predicted speedups vs native."""
-    vision, llm = shapes["vision"], shapes["llm"]
-    width, mlp_width = vision["hidden_size"], vision["intermediate_size"]
-    layers = vision["num_hidden_layers"]
+    """One row per frame count and run: median ms per stage, token counts, FLOPs, measured and
+    FLOP-predicted speedups vs native at the same frame count."""
+    vision, llm = spec.vision[shapes], spec.llm[shapes]
+    width, mlp_width, layers = vision["hidden_size"], vision["intermediate_size"], vision["num_hidden_layers"]
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    prefix = 0 if spec.is_video else 1  # CLIP's [CLS] runs through the encoder
     d, ff, n_layers = llm["hidden_size"], llm["intermediate_size"], llm["num_hidden_layers"]
+    kv_width = d * llm["num_key_value_heads"] // llm["num_attention_heads"]
     rows = []
-    for run, medians in zip(runs, stage_medians(runs, pool), strict=True):
-        row = {"method": run.method, "budget": run.budget or patches, "visual_tokens": run.visual_tokens}
-        row["llm_tokens"] = run.llm_tokens
-        row |= {f"{name}_ms": seconds * 1e3 for name, seconds in medians.items()}
-        schedule = run.schedule or [0] * layers
-        tokens_out = run.budget if run.method == "evoprune" else patches
-        pre = encoder_flops(schedule, patches, 1, width, mlp_width) + projector_flops(tokens_out, width, d)
-        full_seq = text_tokens + patches
-        kept_seq = text_tokens + (run.budget or patches)
-        if run.method == "dart":
-            prefill = llm_flops(full_seq, d, ff, n_layers, pruned_seq=kept_seq, split=dart_layer)
-        else:
-            prefill = llm_flops(kept_seq, d, ff, n_layers)
-        row |= {"pre_llm_gflops": pre / 1e9, "prefill_gflops": prefill / 1e9, "ttft_gflops": (pre + prefill) / 1e9}
-        rows.append(row)
-    native = rows[0]
-    for row in rows:
-        for name in SPEEDUPS:
-            row[f"speedup_{name}"] = native[f"{name}_ms"] / row[f"{name}_ms"]
-            row[f"predicted_{name}"] = native[f"{name}_gflops"] / row[f"{name}_gflops"]
+    for frames, vision_frames in plan.items():
+        native_tokens = runs[0].counts[frames]["llm_tokens"]
+        block = []
+        for run, medians in zip(runs, frame_medians(runs, frames, vision_frames, pool), strict=True):
+            counts = run.counts[frames]
+            row = {"frames": frames, "method": run.method, "budget": run.budget or grid}
+            row |= counts | {f"{name}_ms": seconds * 1e3 for name, seconds in medians.items()}
+            tokens_out = run.budget if run.method == "evoprune" else patches
+            encoder = encoder_flops(run.schedule or [0] * layers, patches, prefix, width, mlp_width)
+            pre = frames * (encoder + projector_flops(tokens_out, width, d))
+            if run.own_prefill:
+                split = dict(pruned_seq=counts["llm_tokens"], split=dart_layer)
+                prefill_flops = llm_flops(native_tokens, d, ff, n_layers, kv_width=kv_width, **split)
+            else:
+                prefill_flops = llm_flops(counts["llm_tokens"], d, ff, n_layers, kv_width=kv_width)
+            row |= {"pre_llm_gflops": pre / 1e9, "prefill_gflops": prefill_flops / 1e9}
+            row["ttft_gflops"] = row["pre_llm_gflops"] + row["prefill_gflops"]
+            block.append(row)
+        for row in block:
+            for name in SPEEDUPS:
+                row[f"speedup_{name}"] = block[0][f"{name}_ms"] / row[f"{name}_ms"]
+                row[f"predicted_{name}"] = block[0][f"{name}_gflops"] / row[f"{name}_gflops"]
+        rows += block
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
 
 
 def machine_info(device: torch.device, dtype: torch.dtype) -> str:
@@ -412,84 +565,96 @@ def _layers(first: int, last: int) -> str:
     return f"layer {first}" if first == last else f"layers {first}-{last}"
 
 
-def scaling_note(measured: int, total: int, dart_layer: int) -> str:
-    if measured == total:
-        return f"LLM: all {total} decoder layers measured (no scaling)"
-    return (
-        f"LLM: {measured} of {total} full-width decoder layers measured, scaled to {total}: prefill = measured prefill "
-        f"+ {total - measured} x mean time of the measured layers at the final sequence length "
-        f"(DART, K={dart_layer}: {_layers(0, dart_layer - 1)} measured on the full prompt, "
-        f"{_layers(dart_layer, measured - 1)} on the pruned one, {_layers(measured, total - 1)} extrapolated from "
-        f"{'it' if measured - dart_layer == 1 else 'them'})"
-    )
+def measurement_note(frames: int, vision_frames: int, llm_layers: int, total: int, dart_layer: int) -> str:
+    """How the rows at ``frames`` frames were obtained (scaling stated)."""
+    parts = []
+    if vision_frames < frames:
+        parts.append(
+            f"vision side measured on {vision_frames} of {frames} frames, encoder and other (projector, pooling, "
+            f"layout) scaled x{frames / vision_frames:g}; preprocess, pruning and the LLM prefill measured at "
+            f"{frames} frames on the measured frames' tokens tiled"
+        )
+    if llm_layers == total:
+        parts.append(f"LLM: all {total} decoder layers measured")
+    else:
+        parts.append(
+            f"LLM: {llm_layers} of {total} full-width decoder layers measured (DART: {_layers(0, dart_layer - 1)} on "
+            f"the full prompt, {_layers(dart_layer, dart_layer)} on the pruned one), the rest extrapolated from the "
+            f"measured layers at the final sequence length"
+        )
+    return "; ".join(parts)
 
 
-def write_csv(path: Path, rows: list[dict], repeats: int, warmup: int, note: str) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
-    fields = [*rows[0], "repeats", "warmup", "llm_scaling"]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        cells = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-        writer.writerow(cells | {"repeats": repeats, "warmup": warmup, "llm_scaling": note})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     write_text(path, buffer.getvalue())
 
 
+def figure_title(spec: ModelSpec, rows: list[dict]) -> str:
+    """The figure's heading from the rows alone (what `--render` has): model, machine, statistic, scaling."""
+    last = rows[-1]
+    head = (
+        f"TTFT per stage, {spec.label} {'tiny test ' if last.get('shapes') == 'tiny' else ''}shapes, random weights, "
+        f"{last['machine'].split(';')[0]}, median of {last['repeats']} interleaved rounds; labels: relative to native"
+    )
+    return "\n".join([head, *textwrap.wrap(f"{last['frames']} frames: {last['measurement']}", 150)])
+
+
+TABLE_MS = ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
+TABLE_HEAD = ["method", "frames", "budget", "LLM tokens", "preprocess", "encoder", "pruning", "other", "prefill"]
+TABLE_HEAD += ["pre-LLM", "TTFT", "pre-LLM speedup (pred.)", "prefill speedup (pred.)", "TTFT speedup (pred.)"]
+
+
+def table_cells(row: dict) -> list[str]:
+    budget = "all" if row["method"] == "none" else str(row["budget"])
+    cells = [LABELS[row["method"]], str(row["frames"]), budget, str(row["llm_tokens"])]
+    cells += [f"{row[f'{name}_ms']:.1f}" for name in TABLE_MS]
+    return cells + [f"{row[f'speedup_{n}']:.2f}x ({row[f'predicted_{n}']:.2f}x)" for n in SPEEDUPS]
+
+
 def markdown(rows: list[dict], title: str, notes: list[str]) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        "| method | budget | LLM tokens | preprocess | encoder | pruning | other | prefill | pre-LLM | TTFT "
-        "| pre-LLM speedup (pred.) | prefill speedup (pred.) | TTFT speedup (pred.) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        ms = " | ".join(
-            f"{row[f'{name}_ms']:.1f}"
-            for name in ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
-        )
-        speed = " | ".join(f"{row[f'speedup_{n}']:.2f}x ({row[f'predicted_{n}']:.2f}x)" for n in SPEEDUPS)
-        budget = "all" if row["method"] == "none" else row["budget"]
-        lines.append(f"| {LABELS[row['method']]} | {budget} | {row['llm_tokens']} | {ms} | {speed} |")
-    return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
+    table = markdown_table([TABLE_HEAD, *map(table_cells, rows)], left=2)
+    return "\n".join([f"# {title}", "", table, ""] + [f"- {note}" for note in notes]) + "\n"
 
 
-def render_figure(rows: list[dict], path: Path, title: str) -> None:
-    """Figure 3's layout: one panel per budget, one bar per method (native first), TTFT stacked into
-    visual encoder / other (preprocess + projector + pruning) / LLM prefill; below, the same bars
-    without the LLM (the pre-LLM part at its own scale), labelled with pre-LLM relative to native."""
+def latex(rows: list[dict], title: str) -> str:
+    return f"% {title}\n" + latex_table([TABLE_HEAD, *map(table_cells, rows)], left=2)
+
+
+def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+    """One panel per (title, bars), native first: the model time (preprocess left out) stacked into
+    visual encoder / other (projector, pooling, layout, post-encoder pruning) / LLM prefill, each bar
+    labelled with its total relative to native; below, the same without the LLM (pre-LLM at its own scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    native = rows[0]
-    budgets = sorted({row["budget"] for row in rows[1:]}, reverse=True)
-    fig, axes = plt.subplots(
-        2, len(budgets), figsize=(4.0 * len(budgets), 7.4), sharey="row", squeeze=False, height_ratios=(3, 2)
-    )
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.0 * len(panels), 7.4), squeeze=False, height_ratios=(3, 2))
     colours = ("#4C72B0", "#DD8452", "#55A868")
-    for column, budget in enumerate(budgets):
-        bars = [native] + [row for row in rows[1:] if row["budget"] == budget]
+    for column, (panel_title, bars) in enumerate(panels):
         x = np.arange(len(bars))
         for top, ax in enumerate(axes[:, column]):
-            total = "ttft" if top == 0 else "pre_llm"
-            scale, unit = (1e-3, "s") if native[f"{total}_ms"] >= 2000 else (1.0, "ms")
-            encoder = np.array([row["vision_encoder_ms"] for row in bars]) * scale
-            other = np.array([row["other_ms"] + row["pruning_ms"] for row in bars]) * scale
+            encoder = np.array([row["vision_encoder_ms"] for row in bars])
+            other = np.array([row["other_ms"] + row["pruning_ms"] for row in bars])
+            prefill = np.array([row["prefill_ms"] for row in bars]) if top == 0 else np.zeros(len(bars))
+            totals = encoder + other + prefill
+            scale, unit = (1e-3, "s") if totals[0] >= 2000 else (1.0, "ms")
+            ax.bar(x, encoder * scale, color=colours[0], label="visual encoder")
+            ax.bar(
+                x, other * scale, bottom=encoder * scale, color=colours[1], label="other (projector, pooling, pruning)"
+            )
             if top == 0:
-                other += np.array([row["preprocess_ms"] for row in bars]) * scale
-            ax.bar(x, encoder, color=colours[0], label="visual encoder")
-            ax.bar(x, other, bottom=encoder, color=colours[1], label="other (preprocess + projector + pruning)")
-            heights = encoder + other
-            if top == 0:
-                prefill = np.array([row["prefill_ms"] for row in bars]) * scale
-                ax.bar(x, prefill, bottom=heights, color=colours[2], label="LLM prefill")
-                heights = heights + prefill
-            for i, row in enumerate(bars):
+                ax.bar(x, prefill * scale, bottom=(encoder + other) * scale, color=colours[2], label="LLM prefill")
+            for i, total in enumerate(totals):
                 ax.annotate(
-                    f"{row[f'{total}_ms'] / native[f'{total}_ms']:.2f}",
-                    (i, heights[i]),
+                    f"{total / totals[0]:.2f}",
+                    (i, total * scale),
                     ha="center",
                     va="bottom",
                     fontsize=8,
@@ -501,20 +666,54 @@ def render_figure(rows: list[dict], path: Path, title: str) -> None:
             ax.set_axisbelow(True)
             ax.margins(y=0.08)
             if column == 0:
-                ax.set_ylabel(f"time to first token ({unit})" if top == 0 else f"pre-LLM, no preprocess ({unit})")
-        axes[0][column].set_title(f"{budget} visual tokens")
+                ax.set_ylabel(f"TTFT w/o preprocess ({unit})" if top == 0 else f"pre-LLM ({unit})")
+        axes[0][column].set_title(panel_title)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9, x=0.01, ha="left", y=0.99)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed over the old figure
-    try:
-        fig.savefig(tmp, format="png", dpi=150)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    write_figure(fig, path, dpi=150)
+
+
+def figure_panels(spec: ModelSpec, rows: list[dict], figure_budget: int) -> list[tuple[str, list[dict]]]:
+    """LLaVA-1.5: one panel per budget; LLaVA-Video: one panel per frame count at ``figure_budget``."""
+    natives = {row["frames"]: row for row in rows if row["method"] == "none"}
+    if not spec.is_video:
+        budgets = sorted({row["budget"] for row in rows if row["method"] != "none"}, reverse=True)
+        return [
+            (f"{b} visual tokens", [natives[1]] + [r for r in rows if r["method"] != "none" and r["budget"] == b])
+            for b in budgets
+        ]
+    return [
+        (
+            f"{frames} frame{'s' if frames > 1 else ''}, {figure_budget} tokens/frame",
+            [native]
+            + [r for r in rows if r["frames"] == frames and r["method"] != "none" and r["budget"] == figure_budget],
+        )
+        for frames, native in natives.items()
+    ]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """A written CSV's rows with numbers parsed back."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("method", "measurement", "machine", "shapes"):
+                number = float(value)
+                row[key] = int(number) if number.is_integer() and not key.endswith(("_ms", "_gflops")) else number
+    return rows
+
+
+def output_stem(spec: ModelSpec, device: str, shapes: str) -> str:
+    video = "_video" if spec.is_video else ""
+    return f"bench_latency{video}_{device}{'_tiny' if shapes == 'tiny' else ''}"
+
+
+def figure_path(spec: ModelSpec, out: Path, stem: str) -> Path:
+    suffix = stem.split("_", 3 if spec.is_video else 2)[-1]
+    return out / "figures" / (f"fig1_{suffix}.png" if spec.is_video else f"fig3_ttft_{suffix}.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,117 +721,166 @@ def render_figure(rows: list[dict], path: Path, title: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="llava15")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--dtype", choices=("float32", "float16", "bfloat16"), help="default: float16 on cuda, else float32"
     )
-    parser.add_argument("--budgets", type=int, nargs="+", default=[128, 64, 32])
+    parser.add_argument("--frames", type=int, nargs="+", help="frame counts (video; default 1 8 64)")
+    parser.add_argument("--budgets", type=int, nargs="+", help="default: the paper's (128 64 32 / 64 32 16)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (medians over these)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed interleaved rounds (default 5; video on cpu 2, for time)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed interleaved rounds first")
+    parser.add_argument("--no-pool", action="store_true", help="each run's own vision-side medians, no pooling")
+    parser.add_argument("--shapes", choices=("real", "tiny"), default="real")
     parser.add_argument(
-        "--no-pool", action="store_true", help="report each run's own medians, without pooling identical stages"
+        "--encoder-frames",
+        type=int,
+        default=None,
+        help="frames the vision side runs on (default: 1 on cpu, all on cuda)",
     )
-    parser.add_argument("--shapes", choices=sorted(SHAPES), default="real")
     parser.add_argument(
-        "--llm-layers", type=int, default=None, help="decoder layers built and timed (default: all on cuda, 3 on cpu)"
+        "--llm-layers",
+        type=int,
+        default=None,
+        help="decoder layers timed, DART's K + 1 (default: 1 on cpu, all on cuda)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the csv/md (figure in <out>/figures)")
+    parser.add_argument("--figure-budget", type=int, default=None, help="video figure's budget (default: the largest)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for csv/md/tex (figure in <out>/figures)")
+    parser.add_argument("--render", type=Path, help="redraw the figure from a written CSV (no timing)")
     args = parser.parse_args(argv)
+    spec = MODELS[args.model]
+    args.frames = args.frames or list(spec.frames)
+    args.budgets = args.budgets or list(spec.budgets)
+    if args.repeats is None:
+        args.repeats = 2 if spec.is_video and args.device == "cpu" else 5
+    args.figure_budget = args.figure_budget or max(args.budgets)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if not spec.is_video and args.frames != [1]:
+        parser.error(f"--frames {args.frames}: {spec.label} reads one image (frames 1)")
+    if min(args.frames) < 1 or (args.encoder_frames is not None and args.encoder_frames < 1):
+        parser.error("--frames and --encoder-frames must be >= 1")
+    if args.figure_budget not in args.budgets:
+        parser.error(f"--figure-budget {args.figure_budget} is not one of --budgets {args.budgets}")
+    return parser, args, spec
 
-    started = time.perf_counter()
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser, args, spec = parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
-    shapes = SHAPES[args.shapes]
-    total_layers = shapes["llm"]["num_hidden_layers"]
-    runs = [Run("none", None, compose_pruner("none", None))]
-    runs += [Run(m, b, compose_pruner(m, b)) for b in args.budgets for m in args.methods]
+    stem = output_stem(spec, device.type, args.shapes)
+    if args.render:
+        rows = read_rows(args.render)
+        panels = figure_panels(spec, rows, args.figure_budget)
+        render_figure(panels, figure_path(spec, args.out, stem), figure_title(spec, rows))
+        return rows
+
+    started = time.perf_counter()
+    total_layers = spec.llm[args.shapes]["num_hidden_layers"]
+    runs = [Run("none", None, compose_pruner(spec.config, "none", None))]
+    runs += [Run(m, b, compose_pruner(spec.config, m, b)) for b in args.budgets for m in args.methods]
     dart_layer = next((run.pruner.layer for run in runs if run.method == "dart"), 2)
-    llm_layers = args.llm_layers or (total_layers if device.type == "cuda" else min(dart_layer + 1, total_layers))
-    if not dart_layer < llm_layers <= total_layers:
-        parser.error(
-            f"--llm-layers must be in [{dart_layer + 1}, {total_layers}] (DART prunes before layer {dart_layer})"
+    on_cpu = device.type != "cuda"
+    llm_layers = args.llm_layers or (1 if on_cpu else total_layers)
+    if not 1 <= llm_layers <= total_layers:
+        parser.error(f"--llm-layers must be in [1, {total_layers}]")
+    built_layers = max(llm_layers, dart_layer + 1) if llm_layers < total_layers else total_layers
+    encoder_frames = args.encoder_frames or (1 if on_cpu else max(args.frames))
+    plan = {frames: min(frames, encoder_frames) for frames in sorted(args.frames)}
+
+    loaded = build_model(spec, args.shapes, built_layers, device, dtype)
+    for run in runs:
+        run.record_tokens(loaded)
+    language_model = loaded.model.model.language_model
+    clock = LayerClock(language_model.layers, device, timed=built_layers < total_layers)
+    unrelated = ("out", "render", "repeats", "warmup", "figure_budget")  # rounds stay valid when only these change
+    identity = {k: v for k, v in vars(args).items() if k not in unrelated}
+    journal = Journal(args.out / f".{stem}.partial.json", identity | {"code": bench_code_version()})
+    with tempfile.TemporaryDirectory() as folder:
+        bench = Bench(
+            spec=spec,
+            loaded=loaded,
+            visual=sample_visual(spec, Path(folder)),
+            text_model=cdpruner_text_model(loaded, args.shapes),
+            clock=clock,
+            total_layers=total_layers,
+            llm_layers=llm_layers,
+            dart_layer=dart_layer,
         )
+        previous = journal.rounds[: args.repeats]
+        for record in previous:
+            add_round(runs, record)
+        done = len(previous)
+        warmup = args.warmup if done < args.repeats else 0  # nothing left to time: no warm-up either
+        print(
+            f"{spec.label}, {args.shapes} shapes on {device} ({str(dtype).removeprefix('torch.')}): frames "
+            f"{list(plan)} (vision side on {sorted(set(plan.values()))}), LLM {llm_layers}/{total_layers} layers "
+            f"(DART {built_layers}); {len(runs)} runs per round, {args.warmup} warm-up + {args.repeats} timed rounds"
+            + (f", {done} done before (resumed from {journal.path})" if done else "")
+            + f" (built in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        try:
+            for round_index in range(warmup + args.repeats - done):
+                round_start = time.perf_counter()
+                record = _jsonable(one_round(bench, runs, plan, warmup=round_index < warmup))
+                if round_index >= warmup:
+                    journal.add(record)
+                    add_round(runs, record)
+                kind = "warm-up" if round_index < warmup else "timed"
+                print(f"round {round_index + 1} ({kind}): {time.perf_counter() - round_start:.1f} s", flush=True)
+        finally:
+            clock.remove()
 
-    loaded = build_model(shapes, llm_layers, device, dtype)
-    vision_config = loaded.model.config.vision_config
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
-    byte_tokenizer = build_byte_tokenizer()
-    if shapes["clip"] == "clip-l":
-        text_tower = clip_l_text_and_projections(vision_config.hidden_size, len(byte_tokenizer))
-    else:
-        text_tower = build_tiny_clip(vision_config.hidden_size, byte_tokenizer, seed=0)
-    clip = (text_tower.to(device, torch.float32).eval(), byte_tokenizer)  # float32 as CDPrunerPruner.attach
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
-    clock = LayerClock(loaded.model.model.language_model.layers, device, timed=llm_layers < total_layers)
-    print(
-        f"{args.shapes} shapes on {device} ({str(dtype).removeprefix('torch.')}), "
-        f"LLM {llm_layers}/{total_layers} layers timed; {len(runs)} runs per round, "
-        f"{args.warmup} warm-up + {args.repeats} timed rounds "
-        f"(built in {time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    try:
-        for round_index in range(args.warmup + args.repeats):
-            round_start = time.perf_counter()
-            for run in runs:
-                times = time_run(run, loaded, clip, image, clock, total_layers)
-                if round_index >= args.warmup:
-                    run.samples.append(times)
-            kind = "warm-up" if round_index < args.warmup else "timed"
-            print(f"round {round_index + 1} ({kind}): {time.perf_counter() - round_start:.1f} s", flush=True)
-    finally:
-        clock.remove()
-
-    native = runs[0]
-    text_tokens = native.llm_tokens - native.visual_tokens
-    rows = summarise(runs, shapes, text_tokens, patches, dart_layer, pool=not args.no_pool)
+    rows = summarise(spec, args.shapes, runs, plan, dart_layer, loaded.num_visual_tokens, pool=not args.no_pool)
     elapsed = time.perf_counter() - started
-    note = scaling_note(llm_layers, total_layers, dart_layer)
     info = machine_info(device, dtype)
+    notes_by_frames = {f: measurement_note(f, v, llm_layers, total_layers, dart_layer) for f, v in plan.items()}
+    native = rows[0]
+    text_tokens = native["llm_tokens"] - native["visual_tokens"] - native["newline_tokens"]
     title = (
-        f"TTFT per stage, LLaVA-1.5-7B {'tiny test ' if args.shapes == 'tiny' else ''}shapes, random weights, "
+        f"TTFT per stage, {spec.label} {'tiny test ' if args.shapes == 'tiny' else ''}shapes, random weights, "
         f"{device.type}, median of {args.repeats} interleaved rounds after {args.warmup} warm-up (ms)"
     )
-    notes = [
-        note + ".",
-        f"Prompt: LLaVA-1.5 vicuna_v1 with a VQAv2 question, {text_tokens} text tokens (word-level tokenizer; "
-        f"Llama's gives a few more) + {patches} visual tokens for native; batch size 1, one new token.",
+    notes = [f"{frames} frame{'s' if frames > 1 else ''}: {note}." for frames, note in notes_by_frames.items()]
+    notes += [
+        f"Prompt: the {spec.config} template with {text_tokens} text tokens at {min(plan)} frame(s) (word-level "
+        "tokenizer, numbers split into digits); batch size 1, one new token. `budget` is per frame for video; "
+        "LLM tokens = the final sequence length (text + visual + newlines).",
         "Each round runs native, then every method x budget (interleaved); every time is a MEDIAN over the timed "
         "rounds. "
         + (
-            "Pooled: stages doing provably identical work are one median over all the runs doing it: preprocess "
-            "(all runs), the native encoder and the 576-token projector (native, the four post-encoder pruners, "
-            "DART), the LLM prefill at a given sequence length (native / each budget's post-encoder pruners and "
-            "EvoPrune; not DART). Each method's own work (pruning, EvoPrune's encoder, DART's prefill) is from its "
-            "own runs only; pre-LLM and TTFT are sums of the stage medians. Per-run medians of the encoder and "
-            "prefill are in the CSV (own_vision_encoder_ms, own_prefill_ms)."
+            "Vision side pooled: stages doing provably identical work are one median over all the runs doing it "
+            "(preprocess; the native encoder and projector for every run but EvoPrune; a prefill at one length for "
+            "every run but DART); each method's own work is from its own runs only. Per-run medians: "
+            "own_vision_encoder_ms, own_prefill_ms in the CSV."
             if not args.no_pool
-            else "Not pooled: each run's own medians; pre-LLM and TTFT are medians of per-round sums, so the stage "
-            "medians need not add up to them."
-        ),
-        "Speedup = native median / method median; (pred.) = native FLOPs / method FLOPs (encoder 8nd^2 + 4n^2d + "
-        "16n'd^2 per layer, projector, LLM 2S(4d^2 + 3d*ff) + 4S^2d per layer; DART split at its layer K; selection "
-        "work not counted).",
-        "pre-LLM = vision_encoder + other (projector) + pruning; TTFT = preprocess + pre-LLM + prefill (every stage "
-        "before decode). DART's selection runs inside prefill, EvoPrune's merging inside vision_encoder.",
+            else "Not pooled: each run's own vision-side medians."
+        )
+        + " LLM side: one timing per round for every plain prefill of the same length.",
+        "Speedup = native median / method median at the same frame count; (pred.) = native FLOPs / method FLOPs "
+        "(see the script's docstring; selection and merging work not counted).",
+        "pre-LLM = vision_encoder + other (projector, pooling, newline layout) + pruning; TTFT = preprocess + "
+        "pre-LLM + prefill. DART's selection runs inside prefill, EvoPrune's merging inside vision_encoder.",
         f"Machine: {info}. Whole run (build + all rounds) {elapsed / 60:.1f} min.",
     ]
     table = markdown(rows, title, notes)
     print(table)
-    suffix = f"{device.type}_tiny" if args.shapes == "tiny" else device.type
-    write_csv(args.out / f"bench_latency_{suffix}.csv", rows, args.repeats, args.warmup, note)
-    write_text(args.out / f"bench_latency_{suffix}.md", table)
-    scaled = f"{total_layers} layers scaled from {llm_layers} measured" if llm_layers < total_layers else "all layers"
-    figure_title = (
-        f"{title.split(', median')[0]}: {info.split(';')[0]}, median of {args.repeats}\n"
-        f"LLM prefill: {scaled}; labels: TTFT (top) and pre-LLM (bottom) relative to native"
-    )
-    render_figure(rows, args.out / "figures" / f"fig3_ttft_{suffix}.png", figure_title)
+    for row in rows:
+        row |= {"repeats": args.repeats, "warmup": args.warmup, "shapes": args.shapes}
+        row |= {"measurement": notes_by_frames[row["frames"]], "machine": info}
+    write_csv(args.out / f"{stem}.csv", rows)
+    write_text(args.out / f"{stem}.md", table)
+    write_text(args.out / f"{stem}.tex", latex(rows, title))
+    panels = figure_panels(spec, rows, args.figure_budget)
+    render_figure(panels, figure_path(spec, args.out, stem), figure_title(spec, rows))
+    journal.finish()
     return rows
 
 

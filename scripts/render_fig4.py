@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pandas as pd  # noqa: E402
 
-from evoprune.harness.outputs import write_text  # noqa: E402
+from evoprune.harness.outputs import write_figure, write_text  # noqa: E402
 from evoprune.harness.resume import RUN_RECORD  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
 from evoprune.harness.settings import ConfigError  # noqa: E402
@@ -135,11 +135,7 @@ def plot(frame: pd.DataFrame, counts: dict, path: Path, title: str) -> None:
         ax.set(title=f"merges per layer, budget {budget}", xlabel="encoder layer", ylabel="tokens merged")
     figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    tmp.replace(path)
+    write_figure(figure, path, dpi=110)
 
 
 def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:

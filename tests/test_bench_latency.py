@@ -1,4 +1,5 @@
-"""scripts/bench_latency.py: the FLOP model by hand, and one tiny-shape run end to end."""
+"""scripts/bench_latency.py: the FLOP model by hand, tiny-shape runs of both models end to end (token
+counts per frame, linear scaling of the vision side, shared LLM-side timings), resume after a kill."""
 
 from __future__ import annotations
 
@@ -13,13 +14,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_latency  # noqa: E402
 
-BUDGETS = (128, 64, 32)
+from evoprune.harness.pruning import Pruner  # noqa: E402
+
+IMAGE_BUDGETS = (128, 64, 32)
+VIDEO_ARGS = ["--model", "llava_video", "--shapes", "tiny", "--device", "cpu", "--frames", "1", "4"]
+VIDEO_ARGS += ["--budgets", "64", "16", "--warmup", "0"]
+TEXT_FREE = 169 + 13  # a native frame: 13x13 pooled tokens + a newline per row
 
 
 def test_llm_layer_flops_by_hand():
     # S = 10 tokens, d = 4, ff = 8: projections 2·10·4·16 = 1280, MLP 2·10·3·4·8 = 1920,
     # scores + weighted sum 4·10²·4 = 1600.
     assert bench_latency.llm_layer_flops(10, 4, 8) == 1280 + 1920 + 1600
+    # Grouped-query attention, d_kv = 2: q/o 2·10·2·16 = 640, k/v 2·10·2·4·2 = 320.
+    assert bench_latency.llm_layer_flops(10, 4, 8, kv_width=2) == 640 + 320 + 1920 + 1600
 
 
 def test_llm_flops_whole_and_split_by_hand():
@@ -43,69 +51,194 @@ def test_scaled_prefill_extrapolates_the_final_length_layers():
         bench_latency.scaled_prefill(1.0, [0.2, 0.2, 0.2], [10, 10, 10], 2)
 
 
+def test_tile_frames_repeats_cyclically():
+    import torch
+
+    tiled = bench_latency.tile_frames(torch.arange(3)[:, None], 7)
+    assert tiled.flatten().tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert bench_latency.tile_frames(None, 7) is None
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def image_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_latency")
     bench_latency.main(["--shapes", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--out", str(out)])
-    with open(out / "bench_latency_cpu_tiny.csv", newline="") as handle:
-        return out, list(csv.DictReader(handle))
+    return out, _read(out / "bench_latency_cpu_tiny.csv")
 
 
-def test_csv_has_native_and_every_method_at_every_budget(tiny_run):
-    _, rows = tiny_run
+def test_image_csv_has_native_and_every_method_at_every_budget(image_run):
+    _, rows = image_run
     keys = [(row["method"], int(row["budget"])) for row in rows]
     assert keys[0] == ("none", 576)
-    assert sorted(keys[1:]) == sorted((m, b) for m in bench_latency.METHODS for b in BUDGETS)
+    assert sorted(keys[1:]) == sorted((m, b) for m in bench_latency.METHODS for b in IMAGE_BUDGETS)
     for row in rows:
-        assert row["repeats"] == "1"
-        assert "scaled to 4" in row["llm_scaling"]  # tiny LLM: 3 of 4 layers timed
+        assert row["repeats"] == "1" and row["frames"] == "1"
+        assert "1 of 4 full-width decoder layers measured" in row["measurement"]  # tiny LLM
         for name in bench_latency.TIMED:
             value = float(row[f"{name}_ms"])
             assert math.isfinite(value) and value > 0, (row["method"], row["budget"], name, value)
 
 
-def test_speedups(tiny_run):
-    _, rows = tiny_run
+def test_image_speedups(image_run):
+    _, rows = image_run
     native, pruned = rows[0], rows[1:]
     for name in bench_latency.SPEEDUPS:
         assert float(native[f"speedup_{name}"]) == 1.0
         assert float(native[f"predicted_{name}"]) == 1.0
     for row in pruned:
-        assert int(row["visual_tokens"]) == int(row["budget"])
+        assert int(row["visual_tokens"]) == int(row["budget"]) and int(row["newline_tokens"]) == 0
         assert float(row["predicted_prefill"]) > 1 and float(row["predicted_ttft"]) > 1
-        assert all(float(row[f"speedup_{name}"]) > 0 for name in bench_latency.SPEEDUPS)
         # Only EvoPrune removes encoder work; post-encoder and in-LLM selection is not counted.
         if row["method"] == "evoprune":
             assert float(row["predicted_pre_llm"]) > 1
         else:
             assert float(row["predicted_pre_llm"]) == 1.0
+        assert int(row["llm_tokens"]) == int(native["llm_tokens"]) - 576 + int(row["budget"])
         if row["method"] == "dart":  # its first K layers still see every visual token
-            assert int(row["llm_tokens"]) == int(native["llm_tokens"]) - 576 + int(row["budget"])
             post = next(r for r in pruned if r["method"] == "fastervlm" and r["budget"] == row["budget"])
             assert float(row["predicted_prefill"]) < float(post["predicted_prefill"])
 
 
-def test_markdown_and_figure_written(tiny_run):
-    out, _ = tiny_run
+def test_image_markdown_latex_and_figure_written(image_run):
+    out, _ = image_run
     text = (out / "bench_latency_cpu_tiny.md").read_text()
-    assert "3 of 4 full-width decoder layers measured" in text and "EvoPrune" in text
+    assert "1 of 4 full-width decoder layers measured" in text and "EvoPrune" in text
+    assert r"\begin{tabular}" in (out / "bench_latency_cpu_tiny.tex").read_text()
     png = out / "figures" / "fig3_ttft_cpu_tiny.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*partial.json"))  # the round journal goes once the results are written
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_latency_video")
+    bench_latency.main([*VIDEO_ARGS, "--repeats", "1", "--out", str(out)])
+    return out, _read(out / "bench_latency_video_cpu_tiny.csv")
+
+
+def test_video_rows_and_tokens_per_frame(video_run):
+    _, rows = video_run
+    by_key = {(int(r["frames"]), r["method"], int(r["budget"])): r for r in rows}
+    expected = {(f, "none", 169) for f in (1, 4)} | {
+        (f, m, b) for f in (1, 4) for m in bench_latency.METHODS for b in (64, 16)
+    }
+    assert set(by_key) == expected and len(rows) == len(expected)
+    for frames in (1, 4):
+        native = by_key[frames, "none", 169]
+        assert int(native["visual_tokens"]) == 169 * frames and int(native["newline_tokens"]) == 13 * frames
+        text = int(native["llm_tokens"]) - TEXT_FREE * frames
+        assert text > 0
+        for budget in (64, 16):
+            for method in ("fastervlm", "vispruner", "divprune", "cdpruner", "dart"):
+                row = by_key[frames, method, budget]
+                # Every row of every frame keeps its newline; DART keeps frames x budget over the span.
+                assert int(row["visual_tokens"]) == budget * frames, (frames, method, budget)
+                assert int(row["newline_tokens"]) == 13 * frames
+            evo = by_key[frames, "evoprune", budget]
+            assert (int(evo["visual_tokens"]), int(evo["newline_tokens"])) == (budget * frames, frames)
+            # The time instruction lists one timestamp per frame: the text grows with the frames, so
+            # compare every method with native at the same frame count only.
+            assert int(evo["llm_tokens"]) == text + (budget + 1) * frames
+
+
+def test_video_vision_side_is_scaled_linearly_and_prefill_shared(video_run):
+    _, rows = video_run
+    by_key = {(int(r["frames"]), r["method"], int(r["budget"])): r for r in rows}
+    for method, budget in [("none", 169), ("evoprune", 16), ("cdpruner", 64)]:
+        one, four = by_key[1, method, budget], by_key[4, method, budget]
+        for stage in bench_latency.PER_FRAME_STAGES:
+            assert float(four[f"{stage}_ms"]) == pytest.approx(4 * float(one[f"{stage}_ms"]), rel=1e-4)
+        assert float(four["pruning_ms"]) > 0  # measured on the 4 tiled frames, not scaled
+        assert "vision side measured on 1 of 4 frames" in four["measurement"]
+        assert "vision side" not in one["measurement"]
+    # The post-encoder pruners feed the LLM the same length: one timing, so one prefill.
+    post = {by_key[4, m, 64]["prefill_ms"] for m in ("fastervlm", "vispruner", "divprune", "cdpruner")}
+    assert len(post) == 1
+    assert float(by_key[4, "evoprune", 16]["predicted_pre_llm"]) > 1
+    assert float(by_key[4, "fastervlm", 16]["predicted_pre_llm"]) == 1.0
+
+
+def test_video_figure_and_rerender(video_run, tmp_path):
+    out, _ = video_run
+    png = out / "figures" / "fig1_cpu_tiny.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv_path = out / "bench_latency_video_cpu_tiny.csv"
+    bench_latency.main([*VIDEO_ARGS, "--out", str(tmp_path), "--render", str(csv_path), "--figure-budget", "16"])
+    assert (tmp_path / "figures" / "fig1_cpu_tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_run_resumes_after_its_last_completed_round(tmp_path, monkeypatch):
+    real_round, calls = bench_latency.one_round, []
+
+    def dies_in_second_round(*args, **kwargs):
+        calls.append(kwargs.get("warmup"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_round(*args, **kwargs)
+
+    monkeypatch.setattr(bench_latency, "one_round", dies_in_second_round)
+    args = ["--model", "llava_video", "--shapes", "tiny", "--device", "cpu", "--frames", "1", "4", "--budgets", "16"]
+    args += ["--repeats", "2", "--warmup", "0", "--out", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        bench_latency.main(args)
+    journal = tmp_path / ".bench_latency_video_cpu_tiny.partial.json"
+    assert journal.exists() and not (tmp_path / "bench_latency_video_cpu_tiny.csv").exists()
+
+    calls.clear()
+    bench_latency.main(args)
+    assert len(calls) == 1  # only the killed round again, not the completed one
+    assert not journal.exists()
+    rows = _read(tmp_path / "bench_latency_video_cpu_tiny.csv")
+    assert {row["repeats"] for row in rows} == {"2"}
+
+
+def test_journal_of_other_arguments_is_not_reused(tmp_path, capsys):
+    path = tmp_path / "journal.json"
+    journal = bench_latency.Journal(path, {"frames": [1, 4]})
+    journal.add({"vision": {}, "preprocess": {}, "llm": {}})
+    assert len(bench_latency.Journal(path, {"frames": [1, 4]}).rounds) == 1
+    assert bench_latency.Journal(path, {"frames": [1, 8]}).rounds == []
+    assert "starting afresh" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--frames", "8"], "reads one image"),
+        (["--model", "llava_video", "--budgets", "64", "--figure-budget", "32"], "--figure-budget 32"),
+        (["--model", "llava_video", "--frames", "0"], "must be >= 1"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+    ],
+)
+def test_bad_arguments_exit_2_before_building_anything(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_latency.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_identical_stages_are_pooled_and_own_work_is_not():
-    def run(method, budget, llm_tokens, encoder, pruning, prefill):
+    def run(method, budget, encoder, pruning, prefill):
         samples = [
             {"preprocess": 0.01, "vision_encoder": e, "other": 0.1, "pruning": p, "prefill": f}
             | {"prefill_measured": f, "pre_llm": e + 0.1 + p, "ttft": 0.01 + e + 0.1 + p + f}
             for e, p, f in zip(encoder, pruning, prefill, strict=True)
         ]
-        return bench_latency.Run(method, budget, pruner=None, samples=samples, llm_tokens=llm_tokens)
+        return bench_latency.Run(method, budget, pruner=Pruner(budget)), samples
 
-    native = run("none", None, 632, [2.0, 2.0, 2.0], [0.0] * 3, [9.0] * 3)
-    faster = run("fastervlm", 64, 120, [5.0, 5.0, 5.0], [0.2] * 3, [3.0] * 3)
-    evo = run("evoprune", 64, 120, [1.0, 1.0, 1.0], [0.0] * 3, [1.0] * 3)
-    medians = bench_latency.stage_medians([native, faster, evo], pool=True)
+    runs, samples = zip(
+        run("none", None, [2.0, 2.0, 2.0], [0.0] * 3, [9.0] * 3),
+        run("fastervlm", 64, [5.0, 5.0, 5.0], [0.2] * 3, [3.0] * 3),
+        run("evoprune", 64, [1.0, 1.0, 1.0], [0.0] * 3, [1.0] * 3),
+        strict=True,
+    )
+    tokens = [632, 120, 120]
+    medians = bench_latency.stage_medians(list(runs), list(samples), tokens, pool=True)
     # Native encoder pooled over native + FasterVLM (six samples: 2, 2, 2, 5, 5, 5 → median 3.5);
     # EvoPrune's encoder is its own; the 120-token prefill is pooled over FasterVLM and EvoPrune.
     assert medians[0]["vision_encoder"] == medians[1]["vision_encoder"] == 3.5
@@ -114,5 +247,5 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
     assert medians[1]["pruning"] == 0.2 and medians[1]["own_vision_encoder"] == 5.0
     assert medians[1]["pre_llm"] == pytest.approx(3.5 + 0.1 + 0.2)
     assert medians[1]["ttft"] == pytest.approx(0.01 + 3.5 + 0.1 + 0.2 + 2.0)
-    unpooled = bench_latency.stage_medians([native, faster, evo], pool=False)
+    unpooled = bench_latency.stage_medians(list(runs), list(samples), tokens, pool=False)
     assert unpooled[1]["vision_encoder"] == 5.0 and unpooled[1]["ttft"] == pytest.approx(0.01 + 5.3 + 3.0)

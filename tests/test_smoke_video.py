@@ -92,7 +92,7 @@ def test_failed_generation_keeps_the_old_folder(tmp_path, monkeypatch):
     def broken(path, frames, fps):
         raise OSError(f"disk full writing {path}")
 
-    monkeypatch.setattr(smoke_video, "_write_mp4", broken)
+    monkeypatch.setattr(smoke_video, "write_mp4", broken)
     with pytest.raises(OSError, match="disk full"):
         ensure_smoke_video_data(force=True, target_dir=target)
     assert file_tree(target) == before

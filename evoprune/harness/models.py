@@ -371,7 +371,11 @@ def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -
         model, tokenizer, image_processor = _load_hf(model_cfg, dtype)
     else:
         raise ValueError(f"model.kind={kind!r} is not one of: tiny, hf")
-    model = model.to(device).eval()
+    return loaded_model(model_cfg, model.to(device).eval(), tokenizer, image_processor, device, dtype)
+
+
+def loaded_model(model_cfg, model, tokenizer, image_processor, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """``model`` (on ``device``, in ``dtype``) with the prompt, layout and video sampling of ``model_cfg``."""
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_token_id != model.config.image_token_id:
         raise ValueError(

@@ -44,6 +44,22 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+def write_figure(figure, path: Path, **savefig) -> None:
+    """Save a matplotlib ``figure`` as PNG at ``path`` atomically (temp file, rename), then close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        figure.savefig(tmp, format="png", **savefig)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        Path(tmp).unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_directory(target: Path):
     """Yield a temp directory; on success it replaces ``target`` whole, on failure it is removed."""

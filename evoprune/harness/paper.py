@@ -42,6 +42,17 @@ from pathlib import Path
 
 import pandas as pd
 
+# The paper's names of the compared methods, by pruner.method (figures and benchmark tables).
+METHOD_LABELS = {
+    "none": "Native",
+    "fastervlm": "FasterVLM",
+    "vispruner": "VisPruner",
+    "dart": "DART",
+    "divprune": "DivPrune",
+    "cdpruner": "CDPruner",
+    "evoprune": "EvoPrune",
+}
+
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
 
 

@@ -98,6 +98,47 @@ def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torc
     return torch.cat(features)[:, loaded.dropped_prefix :], torch.cat(layer_inputs)
 
 
+def is_on_grid(loaded: LoadedModel, features: torch.Tensor) -> bool:
+    """Whether the tower's (F, N, C) output is its full patch grid (not merged inside the encoder)."""
+    return features.shape[1] == loaded.encoder_tokens + loaded.cls_tokens - loaded.dropped_prefix
+
+
+def lay_out(
+    loaded: LoadedModel, projected: torch.Tensor, keep: torch.Tensor | None, on_grid: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The visual sequence the LLM receives and its newline mask, in the model's layout: ``grid`` for
+    tokens on the tower's grid, ``merged_newline`` for tokens merged inside the encoder."""
+    layout = loaded.layout
+    newlines = layout.newline if on_grid else layout.merged_newline
+    newline = loaded.model.model.image_newline if newlines != "none" else None
+    return visual_sequence(projected, keep, newline, newlines)
+
+
+def prefill(
+    loaded: LoadedModel,
+    pruner: Pruner,
+    prompt: str,
+    sequence: torch.Tensor,
+    is_newline: torch.Tensor,
+    frames: int,
+):
+    """The prefill stage: the prompt with ``sequence`` at its ``<image>``, through ``pruner.prefill``.
+
+    Returns (model output with its KV cache, first generated token id, visual tokens the LLM kept,
+    prompt length).
+    """
+    model = loaded.model.model
+    input_ids, visual_run = _input_ids_with_visual_run(loaded, prompt, sequence.shape[0])
+    input_ids = input_ids.to(loaded.device)
+    embeds = model.language_model.get_input_embeddings()(input_ids)
+    embeds[visual_run.to(loaded.device)] = sequence.to(embeds.dtype)
+    image_mask = visual_run.to(loaded.device)
+    image_mask[visual_run.nonzero().flatten()[is_newline.cpu()]] = False
+    out, visual_tokens_in_llm = pruner.prefill(model.language_model, embeds[None], image_mask, frames=frames)
+    next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
+    return out, next_id, visual_tokens_in_llm, int(input_ids.shape[0])
+
+
 def _eos_ids(loaded: LoadedModel) -> set[int]:
     eos = loaded.model.generation_config.eos_token_id
     if eos is None:
@@ -128,12 +169,11 @@ def generate(
 
     with timer.stage("vision_encoder"):
         features, layer_input = encode_frames(loaded, pixel_values)
-    on_grid = features.shape[1] == loaded.encoder_tokens + loaded.cls_tokens - loaded.dropped_prefix
-    layout = loaded.layout
+    on_grid = is_on_grid(loaded, features)
     with timer.stage("other"):
         projected = model.multi_modal_projector(features)
         if on_grid:
-            projected = pool_grid(projected, layout.pool_stride)
+            projected = pool_grid(projected, loaded.layout.pool_stride)
     with timer.stage("pruning"):
         tokens = VisualTokens(
             features=features,
@@ -143,28 +183,17 @@ def generate(
             vision_tower=model.vision_tower,
             feature_layer=loaded.feature_layer,
             cls_tokens=loaded.cls_tokens,
-            pool_stride=layout.pool_stride,
+            pool_stride=loaded.layout.pool_stride,
             embed_tokens=model.language_model.get_input_embeddings(),
             tokenizer=loaded.tokenizer,
         )
         keep = pruner.select(tokens)
     with timer.stage("other"):
-        newlines = layout.newline if on_grid else layout.merged_newline
-        newline = model.image_newline if newlines != "none" else None
-        sequence, is_newline = visual_sequence(projected, keep, newline, newlines)
-
-    embed = model.language_model.get_input_embeddings()
+        sequence, is_newline = lay_out(loaded, projected, keep, on_grid)
     with timer.stage("prefill"):
-        input_ids, visual_run = _input_ids_with_visual_run(loaded, prompt, sequence.shape[0])
-        input_ids = input_ids.to(loaded.device)
-        embeds = embed(input_ids)
-        embeds[visual_run.to(loaded.device)] = sequence.to(embeds.dtype)
-        image_mask = visual_run.to(loaded.device)
-        image_mask[visual_run.nonzero().flatten()[is_newline.cpu()]] = False
-        out, visual_tokens_in_llm = pruner.prefill(
-            model.language_model, embeds[None], image_mask, frames=projected.shape[0]
+        out, next_id, visual_tokens_in_llm, prompt_tokens = prefill(
+            loaded, pruner, prompt, sequence, is_newline, frames=projected.shape[0]
         )
-        next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
 
     eos_ids = _eos_ids(loaded)
     generated: list[int] = []
@@ -194,7 +223,7 @@ def generate(
         times=timer.result(),
         visual_tokens_before=frames * loaded.num_visual_tokens,
         visual_tokens_after=visual_tokens_in_llm,
-        prompt_tokens=int(input_ids.shape[0]),
+        prompt_tokens=prompt_tokens,
         new_tokens=len(generated),
         frames=frames,
         newline_tokens=int(is_newline.sum()),

@@ -80,7 +80,7 @@ def _write_dataset(folder: Path) -> None:
     clips = [_make_clip(i, np.random.default_rng([SEED, 0, i])) for i in range(N_CLIPS)]
     (folder / "videos").mkdir()
     for clip in clips:
-        _write_mp4(folder / clip["video"], _render(clip), clip["fps"])
+        write_mp4(folder / clip["video"], _render(clip), clip["fps"])
     builders = {f"smoke_mvbench_{name}": _mvbench_builder(kind) for name, kind in MVBENCH_SUBTASKS.items()}
     builders["smoke_longvideobench"] = _lvb_docs
     builders["smoke_videomme"] = _videomme_docs
@@ -181,7 +181,7 @@ def _to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate(planes).reshape(height * 3 // 2, width)
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """H.264 (yuv420p, no B-frames, one thread: deterministic) via a temp file and rename."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evoprune.harness.outputs import write_figure
 from evoprune.harness.paper import aggregate, load_paper_table
 from evoprune.harness.resume import read_complete
 from evoprune.harness.video_metrics import in_derived
@@ -121,6 +122,8 @@ def collect(cells: list[tuple[str, int | None, Path]], columns: dict, paper_tabl
     paper = load_paper_table(paper_table)
     labels = {(r["method"], _budget(r["budget"])): r["label"] for r in paper.to_dict("records")}
     paper_columns = list(paper.columns)
+    # A benchmark may map the columns of several tables (the video suite: Tables 2 and 3); only this one's count.
+    columns = {column: spec for column, spec in columns.items() if column in paper_columns}
     rows, samples, latency = [], {}, {}
     for method, budget, run in cells:
         row = Row(method, budget, labels.get((method, budget), method), run=run)
@@ -236,8 +239,33 @@ def agreement_markdown(rows: list[Row], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _tex_escape(text: str) -> str:
-    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("—", "--")
+def tex_escape(text: str) -> str:
+    """``text`` safe in a LaTeX table cell."""
+    for plain, tex in (
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("—", "--"),
+        ("~", r"$\sim$"),
+        ("§", r"\S{}"),
+    ):
+        text = text.replace(plain, tex)
+    return text
+
+
+def markdown_table(rows: list[list[str]], left: int = 1) -> str:
+    """A Markdown table of string cells (the header row first; the first ``left`` columns left-aligned)."""
+    rule = ["---"] * left + ["---:"] * (len(rows[0]) - left)
+    return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], rule, *rows[1:]])
+
+
+def latex_table(rows: list[list[str]], left: int = 1) -> str:
+    """A booktabs tabular of string cells (the header row first; the first ``left`` columns left-aligned)."""
+    lines = [r"\begin{tabular}{" + "l" * left + "r" * (len(rows[0]) - left) + "}", r"\toprule"]
+    lines += [" & ".join(map(tex_escape, rows[0])) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(tex_escape, row)) + r" \\" for row in rows[1:]]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def latex(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> str:
@@ -246,15 +274,15 @@ def latex(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> str:
     lines = [
         r"\begin{tabular}{ll" + "r" * len(columns) + "}",
         r"\toprule",
-        " & ".join(["Method", "Tokens", *(_tex_escape(c) for c in columns)]) + r" \\",
+        " & ".join(["Method", "Tokens", *(tex_escape(c) for c in columns)]) + r" \\",
     ]
     for title, rows, signed in blocks:
-        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textbf{{{_tex_escape(title)}}}}} \\"]
+        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textbf{{{tex_escape(title)}}}}} \\"]
         for section, members in _sections(rows):
-            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_tex_escape(section)}}}}} \\")
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{tex_escape(section)}}}}} \\")
             for row in members:
-                cells = [_tex_escape(row.label), "all" if row.budget is None else str(row.budget)]
-                cells += [_tex_escape(format_value(c, row.values.get(c, MISSING), signed)) for c in columns]
+                cells = [tex_escape(row.label), "all" if row.budget is None else str(row.budget)]
+                cells += [tex_escape(format_value(c, row.values.get(c, MISSING), signed)) for c in columns]
                 lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -305,9 +333,5 @@ def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bo
         ax.set_ylabel("Acc. (the paper's average)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title} (labels: tokens kept)", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    write_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
