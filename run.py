@@ -6,6 +6,7 @@ runs every job in this process with the basic launcher; the exit status is the w
 Exit status: 0 ok, 1 some sample failed, 2 bad config / missing weights or data (before any work).
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -19,15 +20,38 @@ GROUPS = ("model", "pruner", "benchmark", "experiment")
 exit_status = 0
 
 
+def config_roots(argv: list[str]) -> list[Path]:
+    """configs/ and the folders a ``hydra.searchpath=[...]`` override adds (``file://`` paths, ``pkg://``
+    packages: a pruner living in another package keeps its configs there)."""
+    roots = [CONFIG_DIR]
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key != "hydra.searchpath":
+            continue
+        for entry in value.strip("[]").split(","):
+            entry = entry.strip().strip("'\"")
+            if entry.startswith("pkg://"):
+                try:
+                    spec = importlib.util.find_spec(entry.removeprefix("pkg://"))
+                except ModuleNotFoundError:
+                    spec = None
+                roots += [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec else []
+            elif entry:
+                roots.append(Path(entry.removeprefix("file://")))
+    return roots
+
+
 def check_group_choices(argv: list[str]) -> str | None:
-    """The error for a ``group=choice`` override naming no file in configs/<group>/, else None."""
+    """The error for a ``group=choice`` override naming no config in any <root>/<group>/, else None."""
+    roots = config_roots(argv)
     for arg in argv:
         key, sep, choice = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or "," in choice or "(" in choice:
             continue
-        options = sorted(path.stem for path in (CONFIG_DIR / key).glob("*.yaml"))
+        options = sorted({path.stem for root in roots for path in (root / key).glob("*.yaml")})
         if choice not in options:
-            return f"{key}={choice!r} is not one of: {', '.join(options)} (configs/{key}/)"
+            where = ", ".join(f"{'configs' if root == CONFIG_DIR else root}/{key}/" for root in roots)
+            return f"{key}={choice!r} is not one of: {', '.join(options)} ({where})"
     return None
 
 

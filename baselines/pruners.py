@@ -61,8 +61,6 @@ def per_frame(select, *per_frame_inputs: torch.Tensor) -> torch.Tensor:
 
 
 class FasterVLMPruner(Pruner):
-    name = "fastervlm"
-
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
@@ -70,8 +68,6 @@ class FasterVLMPruner(Pruner):
 
 
 class VisPrunerPruner(Pruner):
-    name = "vispruner"
-
     def __init__(self, budget: int | None, important_ratio: float = 0.5):
         super().__init__(budget)
         if not 0.0 <= important_ratio <= 1.0:
@@ -90,8 +86,6 @@ class VisPrunerPruner(Pruner):
 
 
 class DivPrunePruner(Pruner):
-    name = "divprune"
-
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         if self.budget is None:
             return None
@@ -103,8 +97,6 @@ class DARTPruner(Pruner):
     pivots (4 image pivots for the whole span, not per frame), as every DART implementation selects
     over one visual span: its premise is duplication anywhere in the input, and a video's duplicates
     are mostly across frames. Frames therefore keep different numbers of tokens."""
-
-    name = "dart"
 
     def __init__(
         self,
@@ -171,8 +163,6 @@ class CDPrunerPruner(Pruner):
       or ``llm_embedding`` (projected tokens vs the question's LLM input embeddings; needs nothing);
       see `baselines.siglip_relevance`, whose ``DEFAULT_NEGATE`` applies when ``negate`` is null.
     """
-
-    name = "cdpruner"
 
     def __init__(
         self,

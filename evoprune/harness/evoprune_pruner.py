@@ -9,6 +9,8 @@ pooling and lays them out with the model's ``merged_newline``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import evoprune
 from evoprune.harness.pruning import Pruner
 from evoprune.patching import EvoPruneOptions
@@ -18,13 +20,16 @@ from evoprune.schedules import STRATEGIES
 class EvoPrunePruner(Pruner):
     """`evoprune.patch` on ``model.model.vision_tower`` at the model's feature layer."""
 
-    name = "evoprune"
     in_encoder = True
 
     def __init__(self, budget: int | None, schedule: str = "skip", **options):
         super().__init__(budget)
         if schedule not in STRATEGIES:
             raise ValueError(f"pruner.schedule={schedule!r} is not one of: {', '.join(STRATEGIES)}")
+        accepted = [field.name for field in dataclasses.fields(EvoPruneOptions)]
+        unknown = [key for key in options if key not in accepted]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; accepted: schedule, {', '.join(accepted)}")
         self.schedule = schedule
         self.options = options
         EvoPruneOptions(**options)  # bad values fail here, before any model is loaded

@@ -25,7 +25,7 @@ from PIL import Image
 
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
-from evoprune.harness.pruning import Pruner, VisualTokens
+from evoprune.harness.pruning import Pruner, VisualTokens, check_selection
 from evoprune.harness.timing import StageTimer
 from evoprune.harness.video import read_video, time_instruction
 
@@ -188,6 +188,7 @@ def generate(
             tokenizer=loaded.tokenizer,
         )
         keep = pruner.select(tokens)
+        check_selection(pruner, keep, tokens)
     with timer.stage("other"):
         sequence, is_newline = lay_out(loaded, projected, keep, on_grid)
     with timer.stage("prefill"):

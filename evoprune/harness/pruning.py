@@ -1,23 +1,37 @@
-"""The pruning hook the inference pipeline calls, and the registry that builds one from config.
+"""The `Pruner` contract the inference pipeline calls, and `build_pruner`, which builds one from its config.
 
-A pruner may act at three points: `attach`/`detach` patch the model (in-encoder methods such as
-EvoPrune), `select` picks which visual tokens the LLM receives after the encoder (post-encoder
-methods; timed as the ``pruning`` stage), and `prefill` runs the LLM over the prompt (methods that
-prune inside the LLM, such as DART; timed as ``prefill``). The base class does none of it: it is
-the native, unpruned model (``pruner=none``).
+A pruner config (configs/pruner/*.yaml, or any folder on ``hydra.searchpath``) names its class with
+``_target_`` (a `Pruner` subclass, importable: this repo's or any package's), the run's ``name`` and the
+method family ``method``; its other fields are the class's keyword arguments. Every hook is optional:
+the base class is the native, unpruned model (``pruner=none``).
 
-A sample carries F frames (F = 1 for an image). ``budget`` counts tokens per frame: post-encoder
-pruners select ``budget`` of each frame's tokens on the grid the LLM receives (576 for LLaVA-1.5,
-the pooled 169 for LLaVA-Video), in-encoder pruners (``in_encoder = True``) leave ``budget`` of the
-tower's patch tokens per frame (576, 729), LLM-side pruners keep F x budget of the visual tokens.
-Newline embeddings are laid out after selection and are never candidates.
+- ``__init__(budget, **options)``: ``budget`` = visual tokens per image or per video frame (None =
+  keep all). Raise ValueError on a bad option: it is reported as a config error before any model loads.
+- ``attach(model)`` / ``detach(model)``: patch the HF model (LLaVA-1.5's `LlavaForConditionalGeneration`,
+  LLaVA-Video's `LlavaOnevisionForConditionalGeneration`) before a run's samples and restore it exactly
+  after (the runs of a sweep share one loaded model). In-encoder methods (EvoPrune) act here.
+- ``select(tokens)`` → (F, budget) integer tensor or None, once per sample after the encoder, timed as
+  ``pruning``: `VisualTokens` of the sample's F frames (F = 1 for an image): ``projected`` (F, S, D) the
+  candidates on the grid the LLM receives (S = 576 for LLaVA-1.5, the pooled 169 for LLaVA-Video),
+  the tower's ``features`` and ``layer_input`` unpooled, the question. Return each frame's kept
+  indices, strictly ascending, exactly ``budget`` per frame (`check_selection` enforces it for
+  every pruner), or None to keep all.
+- ``prefill(language_model, inputs_embeds, image_mask, frames)``: run the LLM over the whole prompt
+  (``inputs_embeds`` (1, L, D); ``image_mask`` (L,) marks the F frames' prunable visual positions,
+  newlines not marked) and return (output with its KV cache, visual tokens the LLM kept); timed as
+  ``prefill``. LLM-side methods (DART) act here.
+- ``in_encoder = True`` makes ``budget`` count the tower's patch tokens per frame (576, 729) instead
+  of the tokens the LLM receives. Newline embeddings are laid out after selection, never candidates.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from dataclasses import dataclass
 
 import torch
+from omegaconf import OmegaConf
 
 from evoprune.harness.layout import pool_grid
 from evoprune.harness.settings import ConfigError
@@ -57,8 +71,9 @@ class VisualTokens:
 class Pruner:
     """Keeps every visual token. Subclasses override `attach`/`detach` and/or `select`."""
 
-    name = "none"
     in_encoder = False  # True: budget counts the tower's patch tokens per frame (before any pooling)
+
+    config_name: str | None = None  # the config's ``name`` (set by `build_pruner`), for messages
 
     def __init__(self, budget: int | None):
         self.budget = budget
@@ -82,33 +97,89 @@ class Pruner:
         return language_model(inputs_embeds=inputs_embeds, use_cache=True), int(image_mask.sum())
 
 
-def pruner_class(method: str) -> type[Pruner]:
-    """The class that implements ``pruner.method``; ConfigError naming the accepted ones."""
-    pruners = _registry()
-    if method not in pruners:
-        raise ConfigError(f"pruner.method={method!r} is not one of: {', '.join(sorted(pruners))}")
-    return pruners[method]
+# Config fields that describe the pruner rather than configure it: not passed to its class.
+META_FIELDS = ("_target_", "name", "method")
 
 
-def _registry() -> dict[str, type[Pruner]]:
-    from baselines.pruners import CDPrunerPruner, DARTPruner, DivPrunePruner, FasterVLMPruner, VisPrunerPruner
-    from evoprune.harness.evoprune_pruner import EvoPrunePruner
+def pruner_class(pruner_cfg) -> type[Pruner]:
+    """The `Pruner` subclass a pruner config's ``_target_`` names; ConfigError naming the module and
+    class when it does not import."""
+    name, target = pruner_cfg.get("name"), pruner_cfg.get("_target_")
+    missing = [field for field in META_FIELDS if not pruner_cfg.get(field)]
+    if missing:
+        raise ConfigError(
+            f"pruner {name!r} lacks {', '.join(missing)}: a pruner config names its class (_target_, e.g. "
+            "baselines.pruners.FasterVLMPruner), its run folder (name) and its method family (method)"
+        )
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(
+            f"pruner {name!r}: _target_={target!r}: module {module_name!r} does not import ({err}); "
+            "is its package on PYTHONPATH?"
+        ) from err
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"pruner {name!r}: _target_={target!r}: module {module_name!r} has no {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Pruner)):
+        raise ConfigError(f"pruner {name!r}: _target_={target!r} is not a subclass of {Pruner.__module__}.Pruner")
+    return cls
 
-    pruners = (Pruner, EvoPrunePruner, FasterVLMPruner, VisPrunerPruner, DARTPruner, DivPrunePruner, CDPrunerPruner)
-    return {pruner.name: pruner for pruner in pruners}
+
+def _check_fields(cls: type[Pruner], pruner_cfg) -> None:
+    """Every configured option is a parameter of the class (classes taking ``**options`` check their own)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, budget
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters]
+    unknown = [key for key in pruner_cfg if key not in META_FIELDS and key not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"pruner {pruner_cfg['name']!r}: unknown field(s) {', '.join(unknown)}; {cls.__name__} accepts: "
+            f"{', '.join(accepted) or 'no options'}"
+        )
 
 
 def build_pruner(pruner_cfg, budget: int | None) -> Pruner:
-    """The pruner for ``pruner_cfg.method`` with the config's other fields as options.
+    """The pruner a config names: its ``_target_`` class instantiated (`hydra.utils.instantiate`) with
+    ``budget`` and the config's other fields. ``name`` labels the run and ``method`` the method family
+    (presets share one); neither is passed on."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
 
-    ``pruner_cfg.name`` labels the run (presets share a method); it is not passed on.
-    """
-    cls = pruner_class(pruner_cfg["method"])
-    options = {key: value for key, value in dict(pruner_cfg).items() if key not in ("name", "method")}
+    cls = pruner_class(pruner_cfg)
+    _check_fields(cls, pruner_cfg)
+    options = {key: value for key, value in pruner_cfg.items() if key not in ("name", "method")}
     try:
-        return cls(budget, **options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"pruner {pruner_cfg['name']!r}: {err}") from err
+        pruner = instantiate(OmegaConf.create(options), budget=budget, _convert_="all")
+    except InstantiationException as err:
+        raise ConfigError(f"pruner {pruner_cfg['name']!r}: {err.__cause__ or err}") from err
+    pruner.config_name = pruner_cfg["name"]
+    return pruner
+
+
+def check_selection(pruner: Pruner, keep, tokens: VisualTokens) -> None:
+    """The contract of `Pruner.select`, checked for every pruner: None, or a (frames, budget) integer
+    tensor of strictly ascending indices into each frame's candidates. ValueError naming the pruner."""
+    if keep is None:
+        return
+    who = f"pruner {pruner.config_name or type(pruner).__name__!r}: select"
+    frames, candidates = tokens.projected.shape[:2]
+    integer = isinstance(keep, torch.Tensor) and not (keep.is_floating_point() or keep.is_complex())
+    if not integer or keep.dtype == torch.bool:
+        shown = f"a {keep.dtype} tensor" if isinstance(keep, torch.Tensor) else type(keep).__name__
+        raise ValueError(f"{who} returned {shown}; expected an integer tensor")
+    if tuple(keep.shape) != (frames, pruner.budget):
+        raise ValueError(
+            f"{who} returned {tuple(keep.shape)} indices; expected (frames, budget) = ({frames}, {pruner.budget})"
+        )
+    outside = keep[(keep < 0) | (keep >= candidates)]
+    if outside.numel():
+        raise ValueError(f"{who} returned index {int(outside[0])}, outside [0, {candidates - 1}]")
+    if keep.shape[1] > 1 and bool((keep[:, 1:] <= keep[:, :-1]).any()):
+        frame = int((keep[:, 1:] <= keep[:, :-1]).any(dim=1).nonzero()[0])
+        raise ValueError(f"{who} returned indices not strictly ascending (duplicates or unsorted) in frame {frame}")
 
 
 def locate_pruner_weights(pruner_cfg) -> None:
