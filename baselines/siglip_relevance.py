@@ -107,34 +107,35 @@ def llm_text_embeds(embed_tokens: torch.nn.Embedding, tokenizer, text: str) -> t
     return embed_tokens(torch.tensor(ids, device=embed_tokens.weight.device))
 
 
-def build_tiny_siglip(vision_hidden: int, tokenizer, seed: int) -> SiglipModel:
-    """A seeded random SigLIP whose post_layernorm and head take ``vision_hidden`` features, with a
-    text tower over ``tokenizer``'s vocabulary projecting to the same width (tests, demo). The global
-    RNG state is restored afterwards."""
-    text = SiglipTextConfig(
+def build_siglip_text_and_head(vision_hidden: int, tokenizer, text: dict, head: dict) -> SiglipModel:
+    """A random SigLIP for CDPruner's relevance: a text tower (``text``: hidden_size, intermediate_size,
+    num_hidden_layers, num_attention_heads) over ``tokenizer``'s vocabulary with 64 positions, projecting
+    to ``vision_hidden``, and a vision post_layernorm + attention-pooling head taking ``vision_hidden``
+    features (``head``: intermediate_size, num_attention_heads) on a 1-layer vision stub."""
+    text_config = SiglipTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **text,
         max_position_embeddings=64,
         projection_size=vision_hidden,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    vision = SiglipVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=1,  # divides any vision_hidden
-        image_size=28,
-        patch_size=14,
+    vision_config = SiglipVisionConfig(
+        hidden_size=vision_hidden, **head, num_hidden_layers=1, image_size=28, patch_size=14
     )
+    return SiglipModel(SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict()))
+
+
+def build_tiny_siglip(vision_hidden: int, tokenizer, seed: int) -> SiglipModel:
+    """A seeded random tiny SigLIP (`build_siglip_text_and_head`) for tests and the demo. The global
+    RNG state is restored afterwards."""
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    head = dict(intermediate_size=64, num_attention_heads=1)  # one head divides any vision_hidden
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return SiglipModel(SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict()))
+        return build_siglip_text_and_head(vision_hidden, tokenizer, text, head)
     finally:
         torch.random.set_rng_state(state)
 

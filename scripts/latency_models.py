@@ -28,9 +28,6 @@ from transformers import (
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     Qwen2Config,
-    SiglipConfig,
-    SiglipModel,
-    SiglipTextConfig,
     SiglipVisionConfig,
 )
 
@@ -42,7 +39,7 @@ from bench_encoder import CLIP_L_336, SIGLIP_SO400M_384  # noqa: E402
 from bench_pruners import clip_l_text_and_projections  # noqa: E402
 
 from baselines.pruners import build_tiny_clip  # noqa: E402
-from baselines.siglip_relevance import build_tiny_siglip  # noqa: E402
+from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip  # noqa: E402
 from evoprune.harness.models import (  # noqa: E402
     IMAGE_TOKEN,
     QWEN_CHAT_TOKENS,
@@ -205,26 +202,6 @@ def build_model(spec: ModelSpec, shapes: str, llm_layers: int, device: torch.dev
     return loaded_model(cfg, model, tokenizer, processor, device, dtype)
 
 
-def siglip_so400m_text_and_head(vision_hidden: int, tokenizer) -> SiglipModel:
-    """SigLIP-so400m/384's text tower (27 layers, width 1152, 64 positions) over ``tokenizer``'s
-    vocabulary and its vision post_layernorm + attention-pooling head, random weights; a 1-layer vision stub."""
-    text = SiglipTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_hidden_layers=27,
-        num_attention_heads=16,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    vision = SiglipVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=4304, num_hidden_layers=1, num_attention_heads=16
-    )
-    return SiglipModel(SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())).eval()
-
-
 def cdpruner_text_model(loaded: LoadedModel, shapes: str) -> tuple[str, torch.nn.Module, object]:
     """CDPruner's relevance space, image-text model (float32) and tokenizer for ``loaded``'s tower:
     CLIP-L's text tower for LLaVA-1.5, SigLIP-so400m's text tower and head for LLaVA-Video (default
@@ -235,7 +212,10 @@ def cdpruner_text_model(loaded: LoadedModel, shapes: str) -> tuple[str, torch.nn
     if loaded.media == "video":
         space = "siglip_head"
         if shapes == "real":
-            model = siglip_so400m_text_and_head(hidden, tokenizer)
+            # SigLIP-so400m/384's text tower (27 layers, width 1152) and its head, random weights.
+            text = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
+            head = dict(intermediate_size=4304, num_attention_heads=16)
+            model = build_siglip_text_and_head(hidden, tokenizer, text, head)
         else:
             model = build_tiny_siglip(hidden, tokenizer, seed=0)
     else:
