@@ -19,6 +19,11 @@ LLaVA-Video). Adaptations:
 - DivPrune and CDPruner's similarity read the pooled projected tokens (what reaches the LLM).
 - CDPruner's relevance: see `CDPrunerPruner`.
 - DART: see `DARTPruner`.
+
+Baselines the paper left out: VisionZip and spatial pooling build new tokens from the tower's
+features in `reduce` (before the projector: ``baselines.visionzip``, ``baselines.pooling``); random
+selection picks among the same candidates as the post-encoder methods (``baselines.random_selection``);
+ToMe merges inside the encoder (``baselines.tome``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from baselines.dart import check_options
 from baselines.dart_prefill import dart_prefill
 from baselines.divprune import divprune_select
 from baselines.fastervlm import fastervlm_select
+from baselines.pooling import nearest_square_side, pool_patch_grid
+from baselines.random_selection import random_select, sample_seed
 from baselines.siglip_relevance import (
     DEFAULT_NEGATE,
     RELEVANCE_OPTIONS,
@@ -40,19 +47,31 @@ from baselines.siglip_relevance import (
     siglip_image_embeds,
     siglip_text_embeds,
 )
-from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention, received_attention
+from baselines.signals import (
+    clip_image_embeds,
+    clip_text_embeds,
+    cls_attention,
+    feature_layer_keys,
+    received_attention,
+)
+from baselines.visionzip import contextual_count, visionzip_tokens
 from baselines.vispruner import vispruner_select
 from evoprune.harness.pruning import Pruner, VisualTokens
 
 
-def attention_scores(tokens: VisualTokens) -> torch.Tensor:
-    """(F, S) importance on the LLM's grid, averaged over heads: the [CLS] row of the feature layer
-    (CLIP), or the attention each token receives there (SigLIP), pooled as the tokens are."""
+def tower_attention_scores(tokens: VisualTokens) -> torch.Tensor:
+    """(F, N) importance on the tower's patch tokens, averaged over heads: the [CLS] row of the
+    feature layer (CLIP), or the attention each token receives there (SigLIP)."""
     if tokens.cls_tokens:
         scores = cls_attention(tokens.vision_tower, tokens.layer_input, tokens.feature_layer)
     else:
         scores = received_attention(tokens.vision_tower, tokens.layer_input, tokens.feature_layer)
-    return tokens.to_llm_grid(scores.mean(dim=1))
+    return scores.mean(dim=1)
+
+
+def attention_scores(tokens: VisualTokens) -> torch.Tensor:
+    """(F, S) `tower_attention_scores` on the LLM's grid, pooled as the tokens are."""
+    return tokens.to_llm_grid(tower_attention_scores(tokens))
 
 
 def per_frame(select, *per_frame_inputs: torch.Tensor) -> torch.Tensor:
@@ -265,3 +284,67 @@ def _load_clip(clip_cfg):
     from evoprune.harness.models import load_pruner_weights
 
     return load_pruner_weights(clip_cfg, "clip", "CLIP", CLIPModel)
+
+
+class VisionZipPruner(Pruner):
+    """VisionZip's dominant + contextual tokens per frame (`baselines.visionzip`), in `reduce`.
+
+    ``budget`` counts the tokens each frame hands the projector ([CLS] included on CLIP when
+    ``keep_cls``, as the official code); a budget of the tower's patch count or more keeps the tower's
+    tokens unchanged (native).
+    """
+
+    in_encoder = True
+
+    def __init__(self, budget: int | None, contextual_ratio: float = 10 / 64, keep_cls: bool = True):
+        super().__init__(budget)
+        if not 0.0 <= contextual_ratio <= 1.0:
+            raise ValueError(f"contextual_ratio={contextual_ratio!r} must be in [0, 1]")
+        self.contextual_ratio, self.keep_cls = contextual_ratio, keep_cls
+
+    def reduce(self, tokens: VisualTokens) -> torch.Tensor | None:
+        if self.budget is None or self.budget >= tokens.features.shape[1]:
+            return None
+        prefix = tokens.cls_features if self.keep_cls else tokens.features[:, :0]
+        contextual = contextual_count(self.budget, prefix.shape[1], self.contextual_ratio)
+        dominant = self.budget - prefix.shape[1] - contextual
+        keys = feature_layer_keys(tokens.vision_tower, tokens.layer_input, tokens.feature_layer)
+        return per_frame(
+            lambda patches, cls, scores, metric: visionzip_tokens(patches, cls, scores, metric, dominant, contextual),
+            tokens.features,
+            prefix,
+            tower_attention_scores(tokens),
+            keys[:, tokens.cls_tokens :],
+        )
+
+
+class SpatialPoolingPruner(Pruner):
+    """Average pooling of each frame's patch grid to the square grid nearest ``budget`` (`baselines.pooling`)."""
+
+    reduced_grid = True
+
+    @property
+    def tokens_per_frame(self) -> int | None:
+        return None if self.budget is None else nearest_square_side(self.budget) ** 2
+
+    def reduce(self, tokens: VisualTokens) -> torch.Tensor | None:
+        if self.budget is None:
+            return None
+        return pool_patch_grid(tokens.features, nearest_square_side(self.budget))
+
+
+class RandomPruner(Pruner):
+    """``budget`` uniformly random candidates per frame, seeded by ``seed`` and the sample's id."""
+
+    def __init__(self, budget: int | None, seed: int = 0):
+        super().__init__(budget)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed={seed!r} must be an integer")
+        self.seed = seed
+
+    def select(self, tokens: VisualTokens) -> torch.Tensor | None:
+        if self.budget is None:
+            return None
+        frames, candidates = tokens.projected.shape[:2]
+        keep = random_select(frames, candidates, self.budget, sample_seed(self.seed, tokens.sample_id))
+        return keep.to(tokens.projected.device)

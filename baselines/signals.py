@@ -81,3 +81,10 @@ def clip_text_embeds(clip_model, tokenizer, text: str, chunk: int = 77) -> torch
         pieces.append(ids[full:][None])
     pooled = torch.cat([clip_model.text_model(input_ids=piece).pooler_output for piece in pieces])
     return clip_model.text_projection(pooled)
+
+
+def feature_layer_keys(vision_tower, layer_input: torch.Tensor, feature_layer: int) -> torch.Tensor:
+    """Keys of the layer producing ``feature_layer``, averaged over heads: (B, T, head_dim), [CLS]
+    included (VisionZip's metric: the official code keeps ``key_states.mean(1)`` of that layer)."""
+    _, keys = _queries_keys(vision_tower, layer_input, feature_layer, slice(0, 0))
+    return keys.mean(dim=1)

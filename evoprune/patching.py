@@ -30,10 +30,11 @@ class EvoPruneOptions:
     ctr: critical token ratio (paper: 0.25). k, tau, lambda_d: diversity term (the paper gives
     no values; K = 5 neighbours, τ = 1 on unit vectors, λ_d = 1 are this project's defaults).
     n, alpha: the first/last window and increasing/decreasing rate (paper: N = half the layers
-    in Fig. 4, α = 1); n = None means half the counted layers. metric: "keys" (keys averaged
-    over heads, as ToMe) or "hidden" (the layer's hidden states). prop_attn: add log(size) to
-    attention logits (ToMe's proportional attention; the paper does not use it). keep_order:
-    emit tokens sorted by their earliest source position.
+    in Fig. 4, α = 1); n = None means half the counted layers. r: tokens merged per layer by the
+    ``constant`` schedule (ToMe's r); None = the smallest constant r that reaches the budget.
+    metric: "keys" (keys averaged over heads, as ToMe) or "hidden" (the layer's hidden states).
+    prop_attn: add log(size) to attention logits (ToMe's proportional attention; the paper does not
+    use it). keep_order: emit tokens sorted by their earliest source position.
     """
 
     ctr: float = 0.25
@@ -42,6 +43,7 @@ class EvoPruneOptions:
     lambda_d: float = 1.0
     n: int | None = None
     alpha: float = 1.0
+    r: int | None = None
     metric: str = "keys"
     sim_transform: str = "affine"
     use_attn: bool = True
@@ -56,6 +58,8 @@ class EvoPruneOptions:
             raise ValueError(f"k={self.k!r} (diversity neighbours) must be an integer >= 1")
         if not self.tau > 0:
             raise ValueError(f"tau={self.tau!r} must be > 0")
+        if self.r is not None and (isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1):
+            raise ValueError(f"r={self.r!r} (tokens merged per layer by the constant schedule) must be >= 1 or null")
         if not self.lambda_d >= 0:
             raise ValueError(f"lambda_d={self.lambda_d!r} must be >= 0")
         if self.metric not in METRICS:
@@ -217,7 +221,7 @@ def patch(vision_model, budget: int, schedule: str = "skip", feature_layer: int 
     layers = transformer.encoder.layers
     counted = _counted_layers(len(layers), feature_layer)
     n = settings.n if settings.n is not None else max(1, counted // 2)
-    per_layer = merge_schedule(schedule, native, budget, counted, n=n, alpha=settings.alpha)
+    per_layer = merge_schedule(schedule, native, budget, counted, n=n, alpha=settings.alpha, r=settings.r)
     per_layer += [0] * (len(layers) - counted)
     info = _PatchInfo(
         budget=budget,

@@ -12,6 +12,8 @@ Strategies (weights w_l over layers l = 0 … L−1, 0-based):
   last (N)      w_l = 1 on the last N layers
   increasing(α) w_l = (l + 1)^α
   decreasing(α) w_l = (L − l)^α
+  constant (r)  ToMe's constant r: r_l = r from the first layer on until R is merged (the last merging
+                layer takes what is left, later layers none); r = ⌈R / L⌉ unless given
 R is split in proportion to w (largest remainders, ties to the earlier layer). A bipartite merge
 can at most halve the tokens of a layer, so r_l ≤ ⌊n_l / 2⌋ with n_l tokens entering layer l;
 where a layer's share exceeds that, the excess moves to the nearest earlier layer with w_l > 0
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-STRATEGIES = ("mean", "skip", "first", "last", "increasing", "decreasing")
+STRATEGIES = ("mean", "skip", "first", "last", "increasing", "decreasing", "constant")
 
 
 class ScheduleError(ValueError):
@@ -44,7 +46,7 @@ def layer_weights(strategy: str, num_layers: int, n: int | None = None, alpha: f
         if alpha is None or isinstance(alpha, bool) or not alpha > 0:
             raise ScheduleError(f"schedule {strategy!r} needs alpha > 0; got alpha={alpha!r}")
     layers = range(num_layers)
-    if strategy == "mean":
+    if strategy in ("mean", "constant"):
         return [1.0 for _ in layers]
     if strategy == "skip":
         return [1.0 if layer % 2 == 0 else 0.0 for layer in layers]
@@ -75,10 +77,13 @@ def merge_schedule(
     num_layers: int,
     n: int | None = None,
     alpha: float | None = None,
+    r: int | None = None,
 ) -> list[int]:
     """Tokens merged at each of ``num_layers`` layers to go from ``num_tokens`` to ``budget``."""
     if not 1 <= budget <= num_tokens:
         raise ScheduleError(f"budget={budget} must be in [1, {num_tokens}] (the mergeable tokens)")
+    if strategy == "constant":
+        return _constant_schedule(num_tokens, budget, num_layers, r)
     weights = layer_weights(strategy, num_layers, n, alpha)
     shares = _proportional_split(num_tokens - budget, weights)
     schedule = [0] * num_layers
@@ -100,6 +105,28 @@ def merge_schedule(
             f"schedule {strategy!r} (N={n}, alpha={alpha}) over {num_layers} layers cannot merge "
             f"{num_tokens} tokens down to budget={budget}: each of its merging layers at most halves "
             f"the tokens, so the smallest budget it reaches is {smallest}"
+        )
+    return schedule
+
+
+def _constant_schedule(num_tokens: int, budget: int, num_layers: int, r: int | None) -> list[int]:
+    """ToMe's constant r per layer (each layer at most halving its tokens), stopped at the budget."""
+    total = num_tokens - budget
+    if num_layers < 1:
+        raise ScheduleError(f"num_layers={num_layers} must be at least 1")
+    if r is None:
+        r = -(-total // num_layers)
+    elif isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ScheduleError(f"schedule 'constant' needs r (tokens merged per layer) >= 1 or null; got r={r!r}")
+    schedule, tokens = [], num_tokens
+    for _ in range(num_layers):
+        merged = min(r, tokens - budget, tokens // 2)
+        schedule.append(merged)
+        tokens -= merged
+    if tokens != budget:
+        raise ScheduleError(
+            f"schedule 'constant' with r={r} over {num_layers} layers merges {num_tokens} tokens only down to "
+            f"{tokens}, not budget={budget}: raise r (null picks the smallest r that reaches the budget)"
         )
     return schedule
 

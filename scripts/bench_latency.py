@@ -1,5 +1,6 @@
-"""Time to first token per stage, native vs the six pruners, measured beside the speedups a FLOP count
-predicts: LLaVA-1.5-7B at 128/64/32 visual tokens (``--model llava15``), and LLaVA-Video-7B-Qwen2 at
+"""Time to first token per stage, native vs the six pruners (and the four baselines the paper left
+out: ToMe, VisionZip, spatial pooling, random), measured beside the speedups a FLOP count predicts:
+LLaVA-1.5-7B at 128/64/32 visual tokens (``--model llava15``), and LLaVA-Video-7B-Qwen2 at
 1, 8 and 64 frames and 64/32/16 tokens per frame (``--model llava_video``: the paper's Figure 1, and the
 source of Figure 3 when no real runs exist).
 
@@ -18,7 +19,8 @@ What is measured where (``--encoder-frames`` E, ``--llm-layers`` L):
   vision_encoder and other are scaled linearly to F (every frame is encoded, projected and pooled on
   its own: linear in F), while preprocess (video decoding and resizing) and pruning (a selection may do
   per-sample work beside its per-frame work, e.g. CDPruner's text tower) are measured at F frames, the
-  pruner selecting on the measured frames' tokens tiled to F. CUDA default: E = F, nothing scaled.
+  pruner selecting on the measured frames' tokens tiled to F (a `reduce` too: VisionZip's and pooling's
+  work on the tower's tokens). CUDA default: E = F, nothing scaled.
 - The LLM prefill at F frames: the pipeline's `prefill` stage on the visual sequence of F frames — the
   tiled tokens and the run's selection on them — laid out as the harness lays it out.
   Runs whose prefill is the same computation at the same length (every method but DART) share one
@@ -77,16 +79,18 @@ from bench_encoder import RESULTS, encoder_flops  # noqa: E402
 from latency_models import MODELS, ModelSpec, build_model, cdpruner_text_model, sample_visual  # noqa: E402
 
 import evoprune  # noqa: E402
+from evoprune.harness.evoprune_pruner import EvoPrunePruner  # noqa: E402
 from evoprune.harness.models import LoadedModel  # noqa: E402
 from evoprune.harness.outputs import write_figure, write_json, write_text  # noqa: E402
 from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
-from evoprune.harness.pipeline import generate, is_on_grid, lay_out, prefill, prepare_inputs  # noqa: E402
+from evoprune.harness.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
 from evoprune.harness.resume import code_version  # noqa: E402
 from evoprune.harness.tables import latex_table, markdown_table  # noqa: E402
 from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
 
 METHODS = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune")
+EXTRA_METHODS = ("tome", "visionzip", "pooling", "random")  # not in the paper
 TTFT_STAGES = tuple(stage for stage in STAGES if stage != "decode")
 PRE_LLM_STAGES = ("vision_encoder", "other", "pruning")
 PER_FRAME_STAGES = ("vision_encoder", "other")  # each frame on its own: scaled linearly to F frames
@@ -173,8 +177,9 @@ class Run:
     counts: dict[int, dict] = field(default_factory=dict)
     schedule: list[int] | None = None
     select: object = None  # the pruner's own `select` (`record_tokens` wraps the pruner's)
-    tokens: VisualTokens | None = None  # what the latest vision-side generation gave its pruner
-    on_grid: bool = True  # whether those tokens were the tower's full grid (not merged in the encoder)
+    reduce: object = None  # the pruner's own `reduce`
+    tokens: VisualTokens | None = None  # what the latest vision-side generation gave its pruner's `select`
+    tower_tokens: VisualTokens | None = None  # ... and its `reduce` (the tower's own tokens)
 
     @property
     def key(self) -> str:
@@ -185,6 +190,16 @@ class Run:
         """Whether the method changes the prefill (DART prunes inside the LLM)."""
         return type(self.pruner).prefill is not Pruner.prefill
 
+    @property
+    def merges_in_encoder(self) -> bool:
+        """Whether the method changes the encoder itself (EvoPrune, ToMe: `evoprune.patch`)."""
+        return isinstance(self.pruner, EvoPrunePruner)
+
+    @property
+    def reduces(self) -> bool:
+        """Whether the method builds new tokens from the tower's (VisionZip, pooling): fewer reach the projector."""
+        return type(self.pruner).reduce is not Pruner.reduce
+
     def attach(self, loaded: LoadedModel, text_model) -> None:
         """As the runner does before its samples; CDPruner gets the random-weight text model here
         instead of loading the real CLIP / SigLIP from disk."""
@@ -192,22 +207,26 @@ class Run:
             self.pruner.use_image_text_model(*text_model)
         else:
             self.pruner.attach(loaded.model)
-        if self.method == "evoprune" and self.schedule is None:
+        if self.merges_in_encoder and self.schedule is None:
             self.schedule = evoprune.schedule_of(loaded.model.model.vision_tower)
 
     def detach(self, loaded: LoadedModel) -> None:
         if self.method != "cdpruner":
             self.pruner.detach(loaded.model)
 
-    def record_tokens(self, loaded: LoadedModel) -> None:
+    def record_tokens(self) -> None:
         """Keep the visual tokens of each vision-side generation (what the LLM side tiles to F frames)."""
-        select = self.select = self.pruner.select
+        select, reduce = self.select, self.reduce = self.pruner.select, self.pruner.reduce
 
-        def recorded(tokens):
-            self.tokens, self.on_grid = tokens, is_on_grid(loaded, tokens.features)
+        def recorded_select(tokens):
+            self.tokens = tokens
             return select(tokens)
 
-        self.pruner.select = recorded
+        def recorded_reduce(tokens):
+            self.tower_tokens = tokens
+            return reduce(tokens)
+
+        self.pruner.select, self.pruner.reduce = recorded_select, recorded_reduce
 
 
 class LayerClock:
@@ -325,22 +344,26 @@ def tile_frames(tensor: torch.Tensor | None, frames: int) -> torch.Tensor | None
     return tensor.repeat(reps, *([1] * (tensor.ndim - 1)))[:frames]
 
 
+def tiled_tokens(tokens: VisualTokens, frames: int) -> VisualTokens:
+    """``tokens`` with every per-frame tensor tiled to ``frames`` frames."""
+    per_frame = ("features", "projected", "layer_input", "cls_features")
+    return dataclasses.replace(tokens, **{name: tile_frames(getattr(tokens, name), frames) for name in per_frame})
+
+
 @torch.inference_mode()
 def time_pruning(bench: Bench, run: Run, frames: int) -> tuple[float, torch.Tensor | None, torch.Tensor]:
     """The pruning stage on ``frames`` frames (the run's latest vision-side tokens tiled): seconds, the
     kept indices and the projected tokens. Measured, not scaled: a selection may do per-sample work
-    (CDPruner's text tower) beside its per-frame work."""
-    tokens = run.tokens
-    tiled = dataclasses.replace(
-        tokens,
-        features=tile_frames(tokens.features, frames),
-        projected=tile_frames(tokens.projected, frames),
-        layer_input=tile_frames(tokens.layer_input, frames),
-    )
+    (CDPruner's text tower) beside its per-frame work. A `reduce` runs on the tower's tokens tiled
+    (its result is dropped: the projected tokens it led to are tiled instead, as the projector is
+    per frame)."""
+    tiled = tiled_tokens(run.tokens, frames)
     timer = StageTimer(bench.loaded.device)
     run.attach(bench.loaded, bench.text_model)
     try:
         with timer.stage("pruning"):
+            if run.reduces:
+                run.reduce(tiled_tokens(run.tower_tokens, frames))
             keep = run.select(tiled)
     finally:
         run.detach(bench.loaded)
@@ -373,7 +396,7 @@ def one_round(bench: Bench, runs: list[Run], plan: dict[int, int], warmup: bool 
         for run in runs:
             pruning, keep, projected = time_pruning(bench, run, frames)
             with torch.inference_mode():
-                sequence, is_newline = lay_out(bench.loaded, projected, keep, run.on_grid)
+                sequence, is_newline = lay_out(bench.loaded, projected, keep, run.tokens.on_grid)
             key = (run.key,) if run.own_prefill else ("llm", sequence.shape[0])
             if key not in shared:
                 shared[key] = time_llm_side(bench, run, frames, prompt, sequence, is_newline)
@@ -440,13 +463,16 @@ def _jsonable(record: dict) -> dict:
 
 def pool_key(run: Run, stage: str, llm_tokens: int):
     """Runs doing provably the same work in ``stage`` share a key (their samples are pooled):
-    preprocess (same input and prompt) across all runs; the native encoder and the projector on all
-    patch tokens across every run but EvoPrune's; the LLM prefill across runs feeding it the same
+    preprocess (same input and prompt) across all runs; the native encoder across every run but those
+    merging inside it (EvoPrune, ToMe); the projector on all patch tokens across those and the runs
+    reducing the tower's tokens (VisionZip, pooling); the LLM prefill across runs feeding it the same
     number of tokens, except DART's (its prefill holds its selection and two sequence lengths).
-    Everything else (pruning, EvoPrune's encoder, DART's prefill) is the run's own."""
+    Everything else (pruning, merged encoders, DART's prefill) is the run's own."""
     if stage == "preprocess":
         return "all"
-    if stage in ("vision_encoder", "other") and run.method != "evoprune":
+    if stage == "vision_encoder" and not run.merges_in_encoder:
+        return "native"
+    if stage == "other" and not (run.merges_in_encoder or run.reduces):
         return "native"
     if stage == "prefill" and not run.own_prefill:
         return ("llm", llm_tokens)
@@ -523,7 +549,7 @@ def summarise(
             counts = run.counts[frames]
             row = {"frames": frames, "method": run.method, "budget": run.budget or grid}
             row |= counts | {f"{name}_ms": seconds * 1e3 for name, seconds in medians.items()}
-            tokens_out = run.budget if run.method == "evoprune" else patches
+            tokens_out = run.pruner.tokens_per_frame if run.merges_in_encoder or run.reduces else patches
             encoder = encoder_flops(run.schedule or [0] * layers, patches, prefix, width, mlp_width)
             pre = frames * (encoder + projector_flops(tokens_out, width, d))
             if run.own_prefill:
@@ -730,7 +756,13 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--frames", type=int, nargs="+", help="frame counts (video; default 1 8 64)")
     parser.add_argument("--budgets", type=int, nargs="+", help="default: the paper's (128 64 32 / 64 32 16)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[*METHODS, *EXTRA_METHODS],
+        choices=[*METHODS, *EXTRA_METHODS],
+        help="default: the paper's six and the four it left out",
+    )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed interleaved rounds (default 5; video on cpu 2, for time)"
     )
@@ -796,7 +828,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     loaded = build_model(spec, args.shapes, built_layers, device, dtype)
     for run in runs:
-        run.record_tokens(loaded)
+        run.record_tokens()
     language_model = loaded.model.model.language_model
     clock = LayerClock(language_model.layers, device, timed=built_layers < total_layers)
     unrelated = ("out", "render", "repeats", "warmup", "figure_budget")  # rounds stay valid when only these change

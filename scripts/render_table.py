@@ -25,6 +25,7 @@ from evoprune.harness.tables import (  # noqa: E402
     ID_COLUMNS,
     MISSING,
     NO_SAMPLES,
+    NOT_IN_PAPER,
     NOT_SCORED,
     STAGE_NOTE,
     agreement_markdown,
@@ -80,6 +81,13 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
         lines.append(
             f"{NO_SAMPLES} = the run holds no sample of that split (e.g. Video-MME long under a small limit); "
             "left out of Acc. and Rel."
+        )
+    if any(NOT_IN_PAPER in row.label for row in ours):
+        lines.append(
+            f"{NOT_IN_PAPER}: baselines the paper does not report, in this harness only (ToMe, VisionZip, "
+            "spatial pooling, random; baselines/*.py state their deviations from the official code). Pooling "
+            "keeps the square grid nearest the budget (e.g. 36 for 32, 196 for 192). No paper value exists to "
+            "subtract, so they are absent from Ours − paper."
         )
     if native is None:
         lines.append("No complete Native run: relative latency, Rel. and Agree cannot be computed (—).")

@@ -14,7 +14,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_latency  # noqa: E402
 
+from baselines.pooling import nearest_square_side  # noqa: E402
+from evoprune.harness.evoprune_pruner import EvoPrunePruner  # noqa: E402
 from evoprune.harness.pruning import Pruner  # noqa: E402
+
+ALL_METHODS = (*bench_latency.METHODS, *bench_latency.EXTRA_METHODS)
+# Methods that hand the projector fewer tokens than the tower's grid (so the FLOP model predicts a pre-LLM gain).
+FEWER_TO_PROJECTOR = ("evoprune", "tome", "visionzip", "pooling")
+
+
+def _kept(method: str, budget: int) -> int:
+    """Visual tokens per frame a method keeps: pooling's nearest square grid, else the budget."""
+    return nearest_square_side(budget) ** 2 if method == "pooling" else budget
+
 
 IMAGE_BUDGETS = (128, 64, 32)
 VIDEO_ARGS = ["--model", "llava_video", "--shapes", "tiny", "--device", "cpu", "--frames", "1", "4"]
@@ -75,7 +87,7 @@ def test_image_csv_has_native_and_every_method_at_every_budget(image_run):
     _, rows = image_run
     keys = [(row["method"], int(row["budget"])) for row in rows]
     assert keys[0] == ("none", 576)
-    assert sorted(keys[1:]) == sorted((m, b) for m in bench_latency.METHODS for b in IMAGE_BUDGETS)
+    assert sorted(keys[1:]) == sorted((m, b) for m in ALL_METHODS for b in IMAGE_BUDGETS)
     for row in rows:
         assert row["repeats"] == "1" and row["frames"] == "1"
         assert "1 of 4 full-width decoder layers measured" in row["measurement"]  # tiny LLM
@@ -91,14 +103,15 @@ def test_image_speedups(image_run):
         assert float(native[f"speedup_{name}"]) == 1.0
         assert float(native[f"predicted_{name}"]) == 1.0
     for row in pruned:
-        assert int(row["visual_tokens"]) == int(row["budget"]) and int(row["newline_tokens"]) == 0
+        kept = _kept(row["method"], int(row["budget"]))
+        assert int(row["visual_tokens"]) == kept and int(row["newline_tokens"]) == 0
         assert float(row["predicted_prefill"]) > 1 and float(row["predicted_ttft"]) > 1
-        # Only EvoPrune removes encoder work; post-encoder and in-LLM selection is not counted.
-        if row["method"] == "evoprune":
+        # Encoder merging and fewer projected tokens count; post-encoder and in-LLM selection does not.
+        if row["method"] in FEWER_TO_PROJECTOR:
             assert float(row["predicted_pre_llm"]) > 1
         else:
             assert float(row["predicted_pre_llm"]) == 1.0
-        assert int(row["llm_tokens"]) == int(native["llm_tokens"]) - 576 + int(row["budget"])
+        assert int(row["llm_tokens"]) == int(native["llm_tokens"]) - 576 + kept
         if row["method"] == "dart":  # its first K layers still see every visual token
             post = next(r for r in pruned if r["method"] == "fastervlm" and r["budget"] == row["budget"])
             assert float(row["predicted_prefill"]) < float(post["predicted_prefill"])
@@ -124,9 +137,7 @@ def video_run(tmp_path_factory):
 def test_video_rows_and_tokens_per_frame(video_run):
     _, rows = video_run
     by_key = {(int(r["frames"]), r["method"], int(r["budget"])): r for r in rows}
-    expected = {(f, "none", 169) for f in (1, 4)} | {
-        (f, m, b) for f in (1, 4) for m in bench_latency.METHODS for b in (64, 16)
-    }
+    expected = {(f, "none", 169) for f in (1, 4)} | {(f, m, b) for f in (1, 4) for m in ALL_METHODS for b in (64, 16)}
     assert set(by_key) == expected and len(rows) == len(expected)
     for frames in (1, 4):
         native = by_key[frames, "none", 169]
@@ -134,16 +145,22 @@ def test_video_rows_and_tokens_per_frame(video_run):
         text = int(native["llm_tokens"]) - TEXT_FREE * frames
         assert text > 0
         for budget in (64, 16):
-            for method in ("fastervlm", "vispruner", "divprune", "cdpruner", "dart"):
+            for method in ("fastervlm", "vispruner", "divprune", "cdpruner", "dart", "random"):
                 row = by_key[frames, method, budget]
                 # Every row of every frame keeps its newline; DART keeps frames x budget over the span.
                 assert int(row["visual_tokens"]) == budget * frames, (frames, method, budget)
                 assert int(row["newline_tokens"]) == 13 * frames
-            evo = by_key[frames, "evoprune", budget]
-            assert (int(evo["visual_tokens"]), int(evo["newline_tokens"])) == (budget * frames, frames)
-            # The time instruction lists one timestamp per frame: the text grows with the frames, so
-            # compare every method with native at the same frame count only.
-            assert int(evo["llm_tokens"]) == text + (budget + 1) * frames
+            for method in ("evoprune", "tome", "visionzip"):  # no grid: one newline per frame
+                row = by_key[frames, method, budget]
+                assert (int(row["visual_tokens"]), int(row["newline_tokens"])) == (budget * frames, frames)
+                # The time instruction lists one timestamp per frame: the text grows with the frames, so
+                # compare every method with native at the same frame count only.
+                assert int(row["llm_tokens"]) == text + (budget + 1) * frames
+            pooled, side = by_key[frames, "pooling", budget], nearest_square_side(budget)
+            assert (int(pooled["visual_tokens"]), int(pooled["newline_tokens"])) == (
+                side * side * frames,
+                side * frames,
+            )
 
 
 def test_video_vision_side_is_scaled_linearly_and_prefill_shared(video_run):
@@ -229,7 +246,8 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
             | {"prefill_measured": f, "pre_llm": e + 0.1 + p, "ttft": 0.01 + e + 0.1 + p + f}
             for e, p, f in zip(encoder, pruning, prefill, strict=True)
         ]
-        return bench_latency.Run(method, budget, pruner=Pruner(budget)), samples
+        pruner = EvoPrunePruner(budget) if method == "evoprune" else Pruner(budget)
+        return bench_latency.Run(method, budget, pruner=pruner), samples
 
     runs, samples = zip(
         run("none", None, [2.0, 2.0, 2.0], [0.0] * 3, [9.0] * 3),

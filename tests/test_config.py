@@ -167,7 +167,7 @@ def test_sweep_preflight_fails_before_the_first_run(tmp_path):
     offline = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     result = run_py("-m", "+experiment=table1", f"output_dir={tmp_path / 'runs'}", env=offline)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "preflight: checking 19 run(s)" in result.stderr and "llava-hf/llava-1.5-7b-hf" in result.stderr
+    assert "preflight: checking 31 run(s)" in result.stderr and "llava-hf/llava-1.5-7b-hf" in result.stderr
     assert not (tmp_path / "runs").exists()
     bad_limit = run_py("-m", "+experiment=table1_smoke", "limit=0", f"output_dir={tmp_path / 'runs'}")
     assert bad_limit.returncode == 2 and "error: limit=0 must be a positive integer" in bad_limit.stderr
@@ -175,15 +175,22 @@ def test_sweep_preflight_fails_before_the_first_run(tmp_path):
 
 
 METHODS = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune"]
+EXTRA = ["tome", "visionzip", "pooling", "random"]  # not in the paper: after its cells
+
+
+def _table(budgets):
+    return [(m, b) for b in budgets for m in METHODS] + [(m, b) for b in budgets for m in EXTRA]
+
+
 ABLATIONS = ["evoprune_no_attn_no_div", "evoprune_no_attn", "evoprune_no_div", "evoprune"]
 
 
 @pytest.mark.parametrize(
     "experiment, runs, model, benchmark",
     [
-        ("table1", [(m, b) for b in (128, 64, 32) for m in METHODS], "llava15_7b", "image"),
-        ("table2", [(m, b) for b in (64, 32, 16) for m in METHODS], "llava_video_7b", "video"),
-        ("table2_smoke", [(m, b) for b in (64, 32, 16) for m in METHODS], "tiny_llava_video", "smoke_video"),
+        ("table1", _table((128, 64, 32)), "llava15_7b", "image"),
+        ("table2", _table((64, 32, 16)), "llava_video_7b", "video"),
+        ("table2_smoke", _table((64, 32, 16)), "tiny_llava_video", "smoke_video"),
         ("table3", [(m, 64) for m in ABLATIONS], "llava_video_7b", "video"),
     ],
 )
@@ -210,7 +217,7 @@ def test_submitit_slurm_launcher_composes_one_job_per_run():
         jobs = job_configs(cfg)
     launcher = get_class(cfg.hydra.launcher._target_)
     assert launcher.__name__ == "SlurmLauncher" and cfg.hydra.launcher.gpus_per_node == 1
-    assert len(jobs) == 19 and cfg.hydra.sweeper.params["+cell"].startswith("none-all,fastervlm-128,")
+    assert len(jobs) == 31 and cfg.hydra.sweeper.params["+cell"].startswith("none-all,fastervlm-128,")
 
 
 def test_cells_refuse_their_own_pruner_and_budget_overrides():

@@ -15,8 +15,10 @@ from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 from evoprune.harness.paper import load_paper_table
 from evoprune.harness.runner import run_dir
 
-CELLS = compose_config("+experiment=table1_smoke").experiment.cells
-ARGS = ["+experiment=table1_smoke", "limit=2"]
+# The paper's 19 cells and, of the extra rows, one budget's (each extra method once, to keep CI short).
+EXTRA = ["tome-64", "visionzip-64", "pooling-64", "random-64"]
+ARGS = ["+experiment=table1_smoke", "limit=2", f"experiment.extra_cells=[{','.join(EXTRA)}]"]
+CELLS = [*compose_config("+experiment=table1_smoke").experiment.cells, *EXTRA]
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +77,29 @@ def test_killed_sweep_resumes_without_recomputing(sweep):
     assert not any((f / "partial").exists() for f in folders)
 
 
-def test_smoke_table_renders_all_19_rows_beside_the_paper(sweep):
+def test_smoke_table_renders_all_19_rows_beside_the_paper_then_the_extra_rows(sweep):
     render = sweep["render"]
     assert render.returncode == 0, render.stderr[-3000:]
     md = (sweep["root"] / "tables" / "table1_smoke.md").read_text()
     ours, paper = md.split("## Ours\n")[1].split("## Paper")
     rows = [line for line in ours.splitlines() if line.startswith("| ") and not line.startswith("| *")][1:]
-    assert len(rows) == 19
+    assert len(rows) == 19 + len(EXTRA)
+    section_64 = ours.split("Retain 64 tokens")[1].split("Retain 32 tokens")[0]
+    lines = [line for line in section_64.splitlines() if line.startswith("| ") and not line.startswith("| *")]
+    labels = [line.split("|")[1].strip() for line in lines]
+    assert labels[-4:] == [f"{m} (not in the paper)" for m in ("ToMe", "VisionZip", "Pooling", "Random")]
+    assert labels[:6] == ["FasterVLM", "VisPruner", "DART", "DivPrune", "CDPruner", "EvoPrune (Ours)"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         vqa, pre_llm, overall, acc = cells[2], cells[7], cells[9], cells[10]
         assert all(c not in ("—", "") for c in (vqa, pre_llm, overall, acc)), row
         assert cells[5] == "—" and cells[6] == "—"  # MMB-CN, MM-Vet: no smoke counterpart
     assert "| FasterVLM | 128 | 75.5 | 1353 | 58.3 | 54.8 | 33.1 | 1.15 | 0.77 | 0.85 | 72.3 | 94.6 |" in paper
-    assert "19 of 19 runs complete" in md
+    assert "23 of 23 runs complete" in md and "(not in the paper): baselines the paper does not report" in md
     table = load_paper_table("table1")
     assert len(table) == 19
     csv = (sweep["root"] / "tables" / "table1_smoke.csv").read_text().splitlines()
-    assert len(csv) == 1 + 3 * 19  # ours, paper, ours − paper
+    assert len(csv) == 1 + (19 + len(EXTRA)) + 19 + 19  # ours (with the extra rows), paper, ours − paper
     assert (sweep["root"] / "tables" / "table1_smoke.tex").read_text().startswith(r"\begin{tabular}")
     assert (sweep["root"] / "figures" / "pareto_table1_smoke.png").stat().st_size > 10_000
 

@@ -182,7 +182,7 @@ def test_exact_tokens_per_frame_reach_the_llm_for_every_method(video_loaded, cli
             result = generate(video_loaded, pruner, str(path), QUESTION, max_new_tokens=1, until=[])
             if name == "evoprune":
                 pixels, _ = prepare_inputs(video_loaded, str(path), QUESTION)
-                features, _ = encode_frames(video_loaded, pixels)
+                features, _, _ = encode_frames(video_loaded, pixels)
                 assert features.shape[:2] == (FRAMES, budget), name  # merged in the tower, per frame
         finally:
             pruner.detach(video_loaded.model)
@@ -196,13 +196,29 @@ def test_exact_tokens_per_frame_reach_the_llm_for_every_method(video_loaded, cli
             assert int(keep.max()) < 169, name
 
 
+@pytest.mark.parametrize(
+    "name, per_frame, newlines",
+    [("tome", 32, 1), ("visionzip", 32, 1), ("pooling", 36, 6), ("random", 32, 13)],
+)
+def test_baselines_not_in_the_paper_run_per_frame(video_loaded, clips, name, per_frame, newlines):
+    path, _ = _clip(clips)
+    pruner = _pruner(name, 32)
+    pruner.attach(video_loaded.model)
+    try:
+        result = generate(video_loaded, pruner, str(path), QUESTION, max_new_tokens=1, until=[], sample_id="t/0")
+    finally:
+        pruner.detach(video_loaded.model)
+    assert result.visual_tokens_after == FRAMES * per_frame  # pooling: the 6x6 grid nearest 32
+    assert result.newline_tokens == FRAMES * newlines
+
+
 def test_native_generation_equals_transformers_onevision_forward_on_the_same_embeddings(video_loaded, clips):
     path, _ = _clip(clips)
     ours = generate(video_loaded, Pruner(None), str(path), QUESTION, max_new_tokens=8, until=[])
     model = video_loaded.model.model
     with torch.no_grad():
         pixels, prompt = prepare_inputs(video_loaded, str(path), QUESTION)
-        features, _ = encode_frames(video_loaded, pixels)
+        features, _, _ = encode_frames(video_loaded, pixels)
         tokens = pool_grid(model.multi_modal_projector(features), 2)
         sequence, _ = visual_sequence(tokens, None, model.image_newline, "grid")
         ids, run = _input_ids_with_visual_run(video_loaded, prompt, sequence.shape[0])

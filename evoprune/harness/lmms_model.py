@@ -114,10 +114,11 @@ class PrunedLlava(lmms):
         try:
             visual = _single_visual(_visuals_of(doc_to_visual, self.task_dict[task][split][doc_id]))
             max_new_tokens, until = _generation_limits(dict(gen_kwargs))
+            sample_id = f"{task}/{doc_id}"
             for _ in range(self.warmup):
-                generate(self.loaded, self.pruner, visual, question, max_new_tokens, until)
+                generate(self.loaded, self.pruner, visual, question, max_new_tokens, until, sample_id)
             self.warmup = 0
-            result = generate(self.loaded, self.pruner, visual, question, max_new_tokens, until)
+            result = generate(self.loaded, self.pruner, visual, question, max_new_tokens, until, sample_id)
         except Exception as err:  # recorded per sample, counted and reported by the runner
             record.error = f"{type(err).__name__}: {err}"
             record.answer = ERROR_ANSWER

@@ -51,6 +51,11 @@ METHOD_LABELS = {
     "divprune": "DivPrune",
     "cdpruner": "CDPruner",
     "evoprune": "EvoPrune",
+    # Baselines the paper does not report.
+    "tome": "ToMe",
+    "visionzip": "VisionZip",
+    "pooling": "Pooling",
+    "random": "Random",
 }
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"

@@ -17,6 +17,7 @@ skip the model's pooling and get the model's ``merged_newline`` layout (`evoprun
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
-from evoprune.harness.pruning import Pruner, VisualTokens, check_selection
+from evoprune.harness.pruning import Pruner, VisualTokens, check_reduction, check_selection
 from evoprune.harness.timing import StageTimer
 from evoprune.harness.video import read_video, time_instruction
 
@@ -84,9 +85,10 @@ def _input_ids_with_visual_run(loaded: LoadedModel, prompt: str, length: int) ->
     return ids, mask
 
 
-def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tower on all frames in batches: (F, N, C) feature-layer patch tokens, (F, cls + N, C) the
-    input of the layer that produces them."""
+def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tower on all frames in batches: (F, N, C) feature-layer patch tokens, (F, cls, C) the
+    feature layer's [CLS] output the model drops, (F, cls + N, C) the input of the layer that
+    produces them."""
     tower = loaded.model.model.vision_tower
     batch = loaded.video.frame_batch if loaded.video is not None else len(pixel_values)
     features, layer_inputs = [], []
@@ -95,7 +97,9 @@ def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torc
         layer = loaded.feature_layer % len(hidden_states)
         features.append(hidden_states[layer])
         layer_inputs.append(hidden_states[layer - 1])
-    return torch.cat(features)[:, loaded.dropped_prefix :], torch.cat(layer_inputs)
+    features = torch.cat(features)
+    prefix = loaded.dropped_prefix
+    return features[:, prefix:], features[:, :prefix], torch.cat(layer_inputs)
 
 
 def is_on_grid(loaded: LoadedModel, features: torch.Tensor) -> bool:
@@ -107,11 +111,47 @@ def lay_out(
     loaded: LoadedModel, projected: torch.Tensor, keep: torch.Tensor | None, on_grid: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The visual sequence the LLM receives and its newline mask, in the model's layout: ``grid`` for
-    tokens on the tower's grid, ``merged_newline`` for tokens merged inside the encoder."""
+    tokens on a square grid (the tower's, or a pruner's reduced grid), ``merged_newline`` for tokens
+    merged inside the encoder or by a pruner's `reduce`."""
     layout = loaded.layout
     newlines = layout.newline if on_grid else layout.merged_newline
     newline = loaded.model.model.image_newline if newlines != "none" else None
     return visual_sequence(projected, keep, newline, newlines)
+
+
+def visual_tokens(
+    loaded: LoadedModel, pruner: Pruner, features, cls_features, layer_input, question: str, sample_id: str, timer
+) -> VisualTokens:
+    """The encoder's output through the pruner's `reduce` (timed as ``pruning``) and the projector and
+    the model's pooling (``other``): the `VisualTokens` that `Pruner.select` receives."""
+    model = loaded.model.model
+    tokens = VisualTokens(
+        features=features,
+        projected=None,
+        prompt=question,
+        layer_input=layer_input,
+        vision_tower=model.vision_tower,
+        feature_layer=loaded.feature_layer,
+        cls_tokens=loaded.cls_tokens,
+        pool_stride=loaded.layout.pool_stride,
+        embed_tokens=model.language_model.get_input_embeddings(),
+        tokenizer=loaded.tokenizer,
+        cls_features=cls_features,
+        sample_id=sample_id,
+        on_grid=is_on_grid(loaded, features),
+    )
+    pool = tokens.on_grid
+    with timer.stage("pruning"):
+        reduced = pruner.reduce(tokens)
+        check_reduction(pruner, reduced, tokens)
+    if reduced is not None:
+        features, pool = reduced, False
+        tokens = dataclasses.replace(tokens, features=reduced, on_grid=pruner.reduced_grid)
+    with timer.stage("other"):
+        projected = model.multi_modal_projector(features)
+        if pool:
+            projected = pool_grid(projected, loaded.layout.pool_stride)
+    return dataclasses.replace(tokens, projected=projected)
 
 
 def prefill(
@@ -159,38 +199,24 @@ def generate(
     question: str,
     max_new_tokens: int,
     until: list[str],
+    sample_id: str = "",
 ) -> Generation:
     """Answer ``question`` about ``visual`` (a PIL image or a video path) greedily, stopping at EOS, a
-    stop string or the limit."""
+    stop string or the limit. ``sample_id`` identifies the sample to the pruner (seeded methods)."""
     timer = StageTimer(loaded.device)
     model = loaded.model.model
     with timer.stage("preprocess", on_device=False):
         pixel_values, prompt = prepare_inputs(loaded, visual, question)
 
     with timer.stage("vision_encoder"):
-        features, layer_input = encode_frames(loaded, pixel_values)
-    on_grid = is_on_grid(loaded, features)
-    with timer.stage("other"):
-        projected = model.multi_modal_projector(features)
-        if on_grid:
-            projected = pool_grid(projected, loaded.layout.pool_stride)
+        features, cls_features, layer_input = encode_frames(loaded, pixel_values)
+    tokens = visual_tokens(loaded, pruner, features, cls_features, layer_input, question, sample_id, timer)
+    projected = tokens.projected
     with timer.stage("pruning"):
-        tokens = VisualTokens(
-            features=features,
-            projected=projected,
-            prompt=question,
-            layer_input=layer_input,
-            vision_tower=model.vision_tower,
-            feature_layer=loaded.feature_layer,
-            cls_tokens=loaded.cls_tokens,
-            pool_stride=loaded.layout.pool_stride,
-            embed_tokens=model.language_model.get_input_embeddings(),
-            tokenizer=loaded.tokenizer,
-        )
         keep = pruner.select(tokens)
         check_selection(pruner, keep, tokens)
     with timer.stage("other"):
-        sequence, is_newline = lay_out(loaded, projected, keep, on_grid)
+        sequence, is_newline = lay_out(loaded, projected, keep, tokens.on_grid)
     with timer.stage("prefill"):
         out, next_id, visual_tokens_in_llm, prompt_tokens = prefill(
             loaded, pruner, prompt, sequence, is_newline, frames=projected.shape[0]

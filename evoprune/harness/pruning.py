@@ -3,19 +3,27 @@
 A pruner config (configs/pruner/*.yaml, or any folder on ``hydra.searchpath``) names its class with
 ``_target_`` (a `Pruner` subclass, importable: this repo's or any package's), the run's ``name`` and the
 method family ``method``; its other fields are the class's keyword arguments. Every hook is optional:
-the base class is the native, unpruned model (``pruner=none``).
+the base class is the native, unpruned model (``pruner=none``). Per sample the pipeline calls
+``reduce``, then the projector (and the model's pooling), then ``select``, then ``prefill``.
 
 - ``__init__(budget, **options)``: ``budget`` = visual tokens per image or per video frame (None =
   keep all). Raise ValueError on a bad option: it is reported as a config error before any model loads.
 - ``attach(model)`` / ``detach(model)``: patch the HF model (LLaVA-1.5's `LlavaForConditionalGeneration`,
   LLaVA-Video's `LlavaOnevisionForConditionalGeneration`) before a run's samples and restore it exactly
-  after (the runs of a sweep share one loaded model). In-encoder methods (EvoPrune) act here.
-- ``select(tokens)`` → (F, budget) integer tensor or None, once per sample after the encoder, timed as
+  after (the runs of a sweep share one loaded model). In-encoder methods (EvoPrune, ToMe) act here.
+- ``reduce(tokens)`` → (F, k, vision_hidden) tensor or None, once per sample right after the encoder,
+  before the projector, timed as ``pruning``: new feature-layer tokens replacing the tower's
+  (`VisualTokens` without ``projected``). They are projected but never pooled by the model, and laid
+  out like in-encoder merged tokens (the model's ``merged_newline``), or with the model's grid
+  newlines when ``reduced_grid`` is True (a square grid in raster order). Methods that build new
+  tokens (VisionZip's merging, spatial pooling) act here.
+- ``select(tokens)`` → (F, k) integer tensor or None, once per sample after the projector, timed as
   ``pruning``: `VisualTokens` of the sample's F frames (F = 1 for an image): ``projected`` (F, S, D) the
   candidates on the grid the LLM receives (S = 576 for LLaVA-1.5, the pooled 169 for LLaVA-Video),
-  the tower's ``features`` and ``layer_input`` unpooled, the question. Return each frame's kept
-  indices, strictly ascending, exactly ``budget`` per frame (`check_selection` enforces it for
-  every pruner), or None to keep all.
+  the tower's ``features`` and ``layer_input`` unpooled, the question, the sample's id. Return each
+  frame's kept indices, strictly ascending, or None to keep all.
+- Both return exactly ``tokens_per_frame`` tokens per frame (``budget`` unless the class says
+  otherwise); `check_reduction` / `check_selection` enforce the contract for every pruner.
 - ``prefill(language_model, inputs_embeds, image_mask, frames)``: run the LLM over the whole prompt
   (``inputs_embeds`` (1, L, D); ``image_mask`` (L,) marks the F frames' prunable visual positions,
   newlines not marked) and return (output with its KV cache, visual tokens the LLM kept); timed as
@@ -47,7 +55,7 @@ class VisualTokens:
     """
 
     features: torch.Tensor  # (F, N, vision_hidden) feature-layer patch tokens ([CLS] removed)
-    projected: torch.Tensor  # (F, S, llm_hidden) after the projector (and pooling): the selection candidates
+    projected: torch.Tensor | None  # (F, S, llm_hidden) after the projector (and pooling); None in `reduce`
     prompt: str  # the question text, for query-aware methods
     layer_input: torch.Tensor  # (F, cls + N, vision_hidden): input of the layer that produces the features
     vision_tower: torch.nn.Module
@@ -56,10 +64,13 @@ class VisualTokens:
     pool_stride: int | None  # the model's pooling of the N tower tokens onto the S grid
     embed_tokens: torch.nn.Module  # the LLM's input embedding table
     tokenizer: object  # the LLM's tokenizer
+    cls_features: torch.Tensor | None = None  # (F, cls, vision_hidden): the feature layer's [CLS] output
+    sample_id: str = ""  # "<task>/<doc_id>" under the runner: stable across devices and resumed runs
+    on_grid: bool = True  # ``projected`` is a square grid per frame (laid out with the model's grid newlines)
 
     @property
     def frames(self) -> int:
-        return self.projected.shape[0]
+        return self.features.shape[0]
 
     def to_llm_grid(self, per_token: torch.Tensor) -> torch.Tensor:
         """(F, N, ...) or (F, N) values on the tower's tokens → the S positions the LLM receives."""
@@ -69,9 +80,10 @@ class VisualTokens:
 
 
 class Pruner:
-    """Keeps every visual token. Subclasses override `attach`/`detach` and/or `select`."""
+    """Keeps every visual token. Subclasses override the hooks they need (see the module docstring)."""
 
     in_encoder = False  # True: budget counts the tower's patch tokens per frame (before any pooling)
+    reduced_grid = False  # True: `reduce` returns a square grid per frame, laid out with grid newlines
 
     config_name: str | None = None  # the config's ``name`` (set by `build_pruner`), for messages
 
@@ -83,6 +95,15 @@ class Pruner:
 
     def detach(self, model) -> None:
         """Undo `attach` (no-op here)."""
+
+    @property
+    def tokens_per_frame(self) -> int | None:
+        """Visual tokens per frame that `reduce` or `select` returns (None: all)."""
+        return self.budget
+
+    def reduce(self, tokens: VisualTokens) -> torch.Tensor | None:
+        """(F, k, vision_hidden) new feature-layer tokens replacing ``tokens.features``; None keeps them."""
+        return None
 
     def select(self, tokens: VisualTokens) -> torch.Tensor | None:
         """(F, k) indices of each frame's tokens to keep (into ``projected``'s S), ascending; None keeps all."""
@@ -159,21 +180,42 @@ def build_pruner(pruner_cfg, budget: int | None) -> Pruner:
     return pruner
 
 
+def _who(pruner: Pruner, hook: str) -> str:
+    return f"pruner {pruner.config_name or type(pruner).__name__!r}: {hook}"
+
+
+def _check_shape(pruner: Pruner, hook: str, shape: tuple, expected: tuple, meaning: str) -> None:
+    if shape != expected:
+        raise ValueError(f"{_who(pruner, hook)} returned shape {shape}; expected ({meaning}) = {expected}")
+
+
+def check_reduction(pruner: Pruner, reduced, tokens: VisualTokens) -> None:
+    """The contract of `Pruner.reduce`: None, or (frames, tokens_per_frame, vision_hidden) finite floats
+    in the features' dtype. ValueError naming the pruner."""
+    if reduced is None:
+        return
+    if not (isinstance(reduced, torch.Tensor) and reduced.is_floating_point()):
+        shown = f"a {reduced.dtype} tensor" if isinstance(reduced, torch.Tensor) else type(reduced).__name__
+        raise ValueError(f"{_who(pruner, 'reduce')} returned {shown}; expected a floating-point tensor")
+    frames, _, channels = tokens.features.shape
+    expected = (frames, pruner.tokens_per_frame, channels)
+    _check_shape(pruner, "reduce", tuple(reduced.shape), expected, "frames, tokens per frame, channels")
+    if not bool(torch.isfinite(reduced).all()):
+        raise ValueError(f"{_who(pruner, 'reduce')} returned non-finite values")
+
+
 def check_selection(pruner: Pruner, keep, tokens: VisualTokens) -> None:
-    """The contract of `Pruner.select`, checked for every pruner: None, or a (frames, budget) integer
-    tensor of strictly ascending indices into each frame's candidates. ValueError naming the pruner."""
+    """The contract of `Pruner.select`, checked for every pruner: None, or a (frames, tokens_per_frame)
+    integer tensor of strictly ascending indices into each frame's candidates. ValueError naming the pruner."""
     if keep is None:
         return
-    who = f"pruner {pruner.config_name or type(pruner).__name__!r}: select"
+    who = _who(pruner, "select")
     frames, candidates = tokens.projected.shape[:2]
     integer = isinstance(keep, torch.Tensor) and not (keep.is_floating_point() or keep.is_complex())
     if not integer or keep.dtype == torch.bool:
         shown = f"a {keep.dtype} tensor" if isinstance(keep, torch.Tensor) else type(keep).__name__
         raise ValueError(f"{who} returned {shown}; expected an integer tensor")
-    if tuple(keep.shape) != (frames, pruner.budget):
-        raise ValueError(
-            f"{who} returned {tuple(keep.shape)} indices; expected (frames, budget) = ({frames}, {pruner.budget})"
-        )
+    _check_shape(pruner, "select", tuple(keep.shape), (frames, pruner.tokens_per_frame), "frames, tokens per frame")
     outside = keep[(keep < 0) | (keep >= candidates)]
     if outside.numel():
         raise ValueError(f"{who} returned index {int(outside[0])}, outside [0, {candidates - 1}]")

@@ -25,7 +25,7 @@ from evoprune.harness.judge import JudgeConfig, JudgePlan, plan_tasks, summarize
 from evoprune.harness.lmms_model import PrunedLlava
 from evoprune.harness.models import LoadedModel, load_model, locate_weights, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
-from evoprune.harness.pruning import build_pruner, locate_pruner_weights
+from evoprune.harness.pruning import Pruner, build_pruner, locate_pruner_weights
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.resume import RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.settings import ConfigError, check_config, check_device
@@ -207,6 +207,25 @@ def _skip(plan: RunPlan) -> int:
     return 1 if record["errors"] else 0
 
 
+def load_pruned_model(cfg, pruner: Pruner) -> tuple[LoadedModel, torch.device, torch.dtype]:
+    """Seed, load (or reuse) the configured model on its device and dtype, check its visual token
+    count against the config, and attach ``pruner`` (a ValueError from ``attach`` is a ConfigError)."""
+    _seed_everything(cfg.seed)
+    device = check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    loaded = cached_model(cfg.model, device, dtype, cfg.seed)
+    if loaded.num_visual_tokens != cfg.model.num_visual_tokens:
+        raise ConfigError(
+            f"model.num_visual_tokens={cfg.model.num_visual_tokens} but the loaded model feeds "
+            f"{loaded.num_visual_tokens} visual tokens per image; fix configs/model/{cfg.model.name}.yaml"
+        )
+    try:
+        pruner.attach(loaded.model)
+    except ValueError as err:  # e.g. a schedule window the model's layer count cannot hold
+        raise ConfigError(f"pruner {cfg.pruner.name!r}: {err}") from err
+    return loaded, device, dtype
+
+
 def evaluate(cfg) -> int:
     """Run the composed config; return the process exit code (1 when any sample failed)."""
     check_config(cfg)
@@ -222,19 +241,7 @@ def evaluate(cfg) -> int:
     locate_pruner_weights(cfg.pruner)
     judge_plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
     task_dict = load_tasks(cfg.benchmark, cfg.model, judge_plan)
-    _seed_everything(cfg.seed)
-    device = check_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    loaded = cached_model(cfg.model, device, dtype, cfg.seed)
-    if loaded.num_visual_tokens != cfg.model.num_visual_tokens:
-        raise ConfigError(
-            f"model.num_visual_tokens={cfg.model.num_visual_tokens} but the loaded model feeds "
-            f"{loaded.num_visual_tokens} visual tokens per image; fix configs/model/{cfg.model.name}.yaml"
-        )
-    try:
-        pruner.attach(loaded.model)
-    except ValueError as err:  # e.g. a schedule window the model's layer count cannot hold
-        raise ConfigError(f"pruner {cfg.pruner.name!r}: {err}") from err
+    loaded, device, dtype = load_pruned_model(cfg, pruner)
     journal = plan.journal
     journal.start()
     lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal)

@@ -178,7 +178,7 @@ def budget_limit(cfg) -> tuple[int, str]:
 
     unit = "frame" if cfg.model.get("media", "image") == "video" else "image"
     if pruner_class(cfg.pruner).in_encoder:
-        return cfg.model.encoder_tokens, f"vision-encoder patch tokens per {unit} (it merges inside the encoder)"
+        return cfg.model.encoder_tokens, f"vision-encoder patch tokens per {unit} (it acts on the tower's tokens)"
     return cfg.model.num_visual_tokens, f"visual tokens per {unit} that reach the LLM"
 
 

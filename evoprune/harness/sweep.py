@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from evoprune.harness.settings import ConfigError
 
 
-def cells_override(cells) -> str:
-    """The sweep value for ``+cell`` (an OmegaConf resolver: ``${sweep_cells:${experiment.cells}}``)."""
-    return ",".join(str(cell) for cell in cells)
+def cells_override(*cell_lists) -> str:
+    """The sweep value for ``+cell``: every list's cells in order (an OmegaConf resolver:
+    ``${sweep_cells:${experiment.cells},${experiment.extra_cells}}``)."""
+    return ",".join(str(cell) for cells in cell_lists for cell in cells)
 
 
 if not OmegaConf.has_resolver("sweep_cells"):  # registered on import, in every process that composes

@@ -26,11 +26,12 @@ from pathlib import Path
 import pandas as pd
 
 from evoprune.harness.outputs import write_figure
-from evoprune.harness.paper import aggregate, load_paper_table
+from evoprune.harness.paper import METHOD_LABELS, aggregate, load_paper_table
 from evoprune.harness.resume import read_complete
 from evoprune.harness.video_metrics import in_derived
 
 MISSING, NOT_SCORED, NO_SAMPLES = "—", "n/s", "n/a"
+NOT_IN_PAPER = "(not in the paper)"  # marks the label of a row the paper's table does not have
 LATENCY = {"pre-LLM": "pre_llm", "LLM": "llm", "Overall": "total"}  # paper column → latency.json key
 ID_COLUMNS = ("method", "label", "budget")
 AGGREGATES = ("Acc.", "Rel.")
@@ -126,7 +127,8 @@ def collect(cells: list[tuple[str, int | None, Path]], columns: dict, paper_tabl
     columns = {column: spec for column, spec in columns.items() if column in paper_columns}
     rows, samples, latency = [], {}, {}
     for method, budget, run in cells:
-        row = Row(method, budget, labels.get((method, budget), method), run=run)
+        label = labels.get((method, budget)) or f"{METHOD_LABELS.get(method, method)} {NOT_IN_PAPER}"
+        row = Row(method, budget, label, run=run)
         record, _ = read_complete(run)
         for column in paper_columns[len(ID_COLUMNS) :]:
             row.values[column] = MISSING
@@ -175,11 +177,13 @@ def paper_rows(paper_table: str) -> list[Row]:
 
 
 def difference(ours: list[Row], paper: list[Row]) -> list[Row]:
-    """Ours − paper, cell by cell where both are numbers (MISSING otherwise)."""
+    """Ours − paper for our rows the paper has, cell by cell where both are numbers (MISSING otherwise)."""
     by_key = {(r.method, r.budget): r for r in paper}
     rows = []
     for row in ours:
         other = by_key.get((row.method, row.budget))
+        if other is None:
+            continue
         values = {}
         for column, value in row.values.items():
             theirs = None if other is None else other.values.get(column)
