@@ -889,8 +889,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "rounds. "
         + (
             "Vision side pooled: stages doing provably identical work are one median over all the runs doing it "
-            "(preprocess; the native encoder and projector for every run but EvoPrune; a prefill at one length for "
-            "every run but DART); each method's own work is from its own runs only. Per-run medians: "
+            "(preprocess; the native encoder for every run but those merging inside it, EvoPrune and ToMe; the "
+            "projector on every patch token for every run but those and the ones reducing the tower's tokens, "
+            "VisionZip and pooling; a prefill at one length for every run but DART); each method's own work is "
+            "from its own runs only. Per-run medians: "
             "own_vision_encoder_ms, own_prefill_ms in the CSV."
             if not args.no_pool
             else "Not pooled: each run's own vision-side medians."
@@ -899,7 +901,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "Speedup = native median / method median at the same frame count; (pred.) = native FLOPs / method FLOPs "
         "(see the script's docstring; selection and merging work not counted).",
         "pre-LLM = vision_encoder + other (projector, pooling, newline layout) + pruning; TTFT = preprocess + "
-        "pre-LLM + prefill. DART's selection runs inside prefill, EvoPrune's merging inside vision_encoder.",
+        "pre-LLM + prefill. DART's selection runs inside prefill, EvoPrune's and ToMe's merging inside "
+        "vision_encoder, VisionZip's and pooling's reduction in pruning.",
         f"Machine: {info}. Whole run (build + all rounds) {elapsed / 60:.1f} min.",
     ]
     table = markdown(rows, title, notes)
