@@ -190,8 +190,8 @@ def _check_shape(pruner: Pruner, hook: str, shape: tuple, expected: tuple, meani
 
 
 def check_reduction(pruner: Pruner, reduced, tokens: VisualTokens) -> None:
-    """The contract of `Pruner.reduce`: None, or (frames, tokens_per_frame, vision_hidden) finite floats
-    in the features' dtype. ValueError naming the pruner."""
+    """The contract of `Pruner.reduce`, checked for every pruner: None, or a (frames, tokens_per_frame,
+    vision_hidden) floating-point tensor of finite values. ValueError naming the pruner."""
     if reduced is None:
         return
     if not (isinstance(reduced, torch.Tensor) and reduced.is_floating_point()):
