@@ -627,7 +627,7 @@ def figure_title(spec: ModelSpec, rows: list[dict]) -> str:
         f"TTFT per stage, {spec.label} {'tiny test ' if last.get('shapes') == 'tiny' else ''}shapes, random weights, "
         f"{last['machine'].split(';')[0]}, median of {last['repeats']} interleaved rounds; labels: relative to native"
     )
-    return "\n".join([head, *textwrap.wrap(f"{last['frames']} frames: {last['measurement']}", 150)])
+    return "\n".join([head, f"{last['frames']} frames: {last['measurement']}"])  # `render_figure` wraps them
 
 
 TABLE_MS = ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
@@ -661,7 +661,9 @@ def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.0 * len(panels), 7.4), squeeze=False, height_ratios=(3, 2))
+    width = len(panels) * max(4.0, 0.45 * max(len(bars) for _, bars in panels))
+    fig, axes = plt.subplots(2, len(panels), figsize=(width, 7.4), squeeze=False, height_ratios=(3, 2))
+    title = "\n".join(textwrap.fill(line, int(width * 11)) for line in title.split("\n"))
     colours = ("#4C72B0", "#DD8452", "#55A868")
     for column, (panel_title, bars) in enumerate(panels):
         x = np.arange(len(bars))
