@@ -207,13 +207,48 @@ def _seeded(build, seed: int):
         torch.random.set_rng_state(generator_state)
 
 
+POSITION_EMBEDDINGS = ("random", "sincos")
+
+
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine/cosine position embeddings of a ``side`` x ``side`` grid, raster order: (side², dim).
+
+    The first half of the channels encodes the row, the second the column, each as sin/cos pairs over
+    geometric frequencies (as MAE's ``get_2d_sincos_pos_embed``); ``dim`` must be a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos position embeddings need a width divisible by 4, got {dim}")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+
+    def encode(positions):
+        angles = positions.flatten().double()[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
 def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
-    """A seeded random LLaVA-1.5 with the real CLIP token grid; widths and LLM depth from ``tiny_cfg``."""
+    """A seeded random LLaVA-1.5 with the real CLIP token grid; widths and LLM depth from ``tiny_cfg``.
+
+    ``vision.position_embedding: sincos`` replaces the tower's random position table by fixed 2-D
+    sin/cos embeddings ([CLS] at zero), so a token's grid position is decodable from its features.
+    """
     tokenizer = build_byte_tokenizer()
-    vision_config = CLIPVisionConfig(**vision_config_fields(tiny_cfg["vision"]))
+    vision = tiny_cfg["vision"]
+    positions = vision.get("position_embedding", "random")
+    if positions not in POSITION_EMBEDDINGS:
+        raise ValueError(f"vision.position_embedding={positions!r} is not one of: {', '.join(POSITION_EMBEDDINGS)}")
+    vision_config = CLIPVisionConfig(**vision_config_fields(vision))
     text_config = LlamaConfig(**_text_fields(tiny_cfg["text"], tokenizer))
     config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
+    if positions == "sincos":
+        table = model.model.vision_tower.embeddings.position_embedding.weight
+        side = vision_config.image_size // vision_config.patch_size
+        with torch.no_grad():
+            table[0] = 0.0
+            table[1:] = sincos_2d(side, vision_config.hidden_size)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
@@ -314,9 +349,13 @@ def _unavailable(model_cfg, reason: str) -> ModelUnavailableError:
 def locate_weights(model_cfg) -> str | None:
     """Where an ``hf`` model's weights are read from; raises at once when they cannot be had.
 
-    None for ``tiny`` models (built, not read).
+    None for ``tiny`` models (built, not read); a tiny model's trained checkpoint must exist.
     """
     if model_cfg["kind"] != "hf":
+        if model_cfg.get("checkpoint"):
+            from evoprune.harness.trained_checkpoint import checkpoint_path
+
+            checkpoint_path(model_cfg)
         return None
     source = local_snapshot(model_cfg["path"])
     if source is not None:
@@ -351,8 +390,15 @@ def _load_hf(model_cfg, dtype: torch.dtype):
 
 
 def _build_tiny(model_cfg, seed: int):
+    """The seeded random tiny model; with ``checkpoint``, its tower from ``checkpoint.tower_seed`` and
+    the trained projector + LLM from the file (`evoprune.harness.trained_checkpoint`)."""
+    checkpoint = model_cfg.get("checkpoint")
     if model_cfg["architecture"] == "llava":
-        model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
+        model, tokenizer = build_tiny_llava(model_cfg["tiny"], checkpoint["tower_seed"] if checkpoint else seed)
+        if checkpoint:
+            from evoprune.harness.trained_checkpoint import load_trained
+
+            load_trained(model, model_cfg)
         image_size = model.config.vision_config.image_size
         return model, tokenizer, clip_image_processor(image_size, model_cfg["pad_to_square"])
     model, tokenizer = build_tiny_llava_video(model_cfg["tiny"], seed)

@@ -59,7 +59,7 @@ def _write_dataset(folder: Path) -> None:
     scenes = _make_scenes(np.random.default_rng([SEED, 0]))
     (folder / "images").mkdir()
     for scene in scenes:
-        _draw_scene(scene).save(folder / scene["image"], format="PNG")
+        draw_scene(scene).save(folder / scene["image"], format="PNG")
     builders = {
         "smoke_vqa": (_vqa_docs, scenes),
         "smoke_yesno": (_yesno_docs, scenes[:N_YESNO_SCENES]),
@@ -111,7 +111,7 @@ def _make_scene(index: int, rng: np.random.Generator) -> dict:
     }
 
 
-def _draw_scene(scene: dict) -> Image.Image:
+def draw_scene(scene: dict) -> Image.Image:
     image = Image.new("RGB", scene["size"], scene["background"])
     draw = ImageDraw.Draw(image)
     for item in scene["shapes"]:
@@ -126,7 +126,7 @@ def _draw_scene(scene: dict) -> Image.Image:
     return image
 
 
-def _others(rng: np.random.Generator, items, exclude, k: int) -> list:
+def others(rng: np.random.Generator, items, exclude, k: int) -> list:
     """``k`` distinct items not in ``exclude``, in random order."""
     pool = [item for item in items if item not in exclude]
     return [pool[i] for i in rng.permutation(len(pool))[:k]]
@@ -141,26 +141,26 @@ def _vqa_docs(index: int, scene: dict, rng: np.random.Generator) -> list[dict]:
     n = len(scene["shapes"])
     if category == "color":
         question, truth = f"What color is the {item['shape']}?", item["color"]
-        variant, wrong = truth.capitalize(), _others(rng, COLORS, {truth}, 2)
+        variant, wrong = truth.capitalize(), others(rng, COLORS, {truth}, 2)
     elif category == "count":
         question, truth = "How many shapes are there?", str(n)
-        variant, wrong = NUMBER_WORDS[n], [str(m) for m in _others(rng, range(1, 5), {n}, 2)]
+        variant, wrong = NUMBER_WORDS[n], [str(m) for m in others(rng, range(1, 5), {n}, 2)]
     else:
         question, truth = f"Which shape is {item['color']}?", item["shape"]
-        variant, wrong = f"a {truth}", _others(rng, SHAPES, {truth}, 2)
+        variant, wrong = f"a {truth}", others(rng, SHAPES, {truth}, 2)
     return [
         {
             "question_id": f"vqa_{index:03d}",
             "image": scene["image"],
             "question": question,
             "answer": truth,
-            "answers": _human_answers(rng, truth, variant, wrong),
+            "answers": human_answers(rng, truth, variant, wrong),
             "category": category,
         }
     ]
 
 
-def _human_answers(rng: np.random.Generator, truth: str, variant: str, wrong: list[str]) -> list[dict]:
+def human_answers(rng: np.random.Generator, truth: str, variant: str, wrong: list[str]) -> list[dict]:
     """Ten VQAv2-style annotator answers: 6-10 agree with ``truth`` (some as ``variant``,
     which the VQA normaliser maps to ``truth``), the rest are drawn from ``wrong``."""
     n_agree = int(rng.integers(6, 11))
@@ -200,13 +200,13 @@ def _yesno_docs(index: int, scene: dict, rng: np.random.Generator) -> list[dict]
 
 def _existence_pair(scene: dict, rng: np.random.Generator) -> tuple[str, str]:
     present = [item["color"] for item in scene["shapes"]]
-    absent = _others(rng, COLORS, set(present), 1)[0]
+    absent = others(rng, COLORS, set(present), 1)[0]
     return (f"Is there a {pick(rng, present)} shape in the image?", f"Is there a {absent} shape in the image?")
 
 
 def _count_pair(scene: dict, rng: np.random.Generator) -> tuple[str, str]:
     n = len(scene["shapes"])
-    wrong = _others(rng, range(1, 5), {n}, 1)[0]
+    wrong = others(rng, range(1, 5), {n}, 1)[0]
     return _count_question(n), _count_question(wrong)
 
 
@@ -218,7 +218,7 @@ def _count_question(n: int) -> str:
 
 def _color_pair(scene: dict, rng: np.random.Generator) -> tuple[str, str]:
     item = pick(rng, scene["shapes"])
-    wrong = _others(rng, COLORS, {item["color"]}, 1)[0]
+    wrong = others(rng, COLORS, {item["color"]}, 1)[0]
     return f"Is the {item['shape']} {item['color']}?", f"Is the {item['shape']} {wrong}?"
 
 
@@ -246,7 +246,7 @@ def _mcq_docs(index: int, scene: dict, rng: np.random.Generator) -> list[dict]:
     item = pick(rng, scene["shapes"])
     if category == "color":
         question, truth = f"What color is the {item['shape']}?", item["color"]
-        choices = [truth] + _others(rng, COLORS, {truth}, 3)
+        choices = [truth] + others(rng, COLORS, {truth}, 3)
         choices = [choices[i] for i in rng.permutation(4)]
     elif category == "shape":
         question, truth = f"Which shape is {item['color']}?", item["shape"]

@@ -1,4 +1,5 @@
-"""lmms-eval hooks for the smoke tasks (smoke_vqa, smoke_yesno, smoke_mcq).
+"""lmms-eval hooks for the smoke tasks (smoke_vqa, smoke_yesno, smoke_mcq) and the shapes tasks
+(shapes_vqa, shapes_yesno, shapes_mcq: the same formats on evoprune.harness.shapes_data's scenes).
 
 Each task copies the prompt format and scoring of the real lmms-eval 0.7.3 task it stands in
 for: vqav2_val (VQA accuracy), mme (acc + acc+ per category) and mmbench_en_dev (letter
@@ -21,6 +22,7 @@ from PIL import Image
 from evoprune.harness.mcq import parse_option_letter
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 MCQ_SYS_PROMPT = "There are several options:"
 YESNO_SUFFIX = " Please answer yes or no."
 _VQA_NORMALISER = EvalAIAnswerProcessor()
@@ -29,10 +31,19 @@ _VQA_NORMALISER = EvalAIAnswerProcessor()
 # --- shared ------------------------------------------------------------------------------
 
 
-def smoke_doc_to_visual(doc: dict) -> list[Image.Image]:
+def _image(folder: Path, doc: dict) -> list[Image.Image]:
     """The doc's image as RGB. Raises (never swallows) when the file is missing or unreadable."""
-    with Image.open(DATA_DIR / doc["image"]) as image:
+    with Image.open(folder / doc["image"]) as image:
         return [image.convert("RGB")]
+
+
+def smoke_doc_to_visual(doc: dict) -> list[Image.Image]:
+    return _image(DATA_DIR, doc)
+
+
+def shapes_doc_to_visual(doc: dict) -> list[Image.Image]:
+    """The shapes suite's image (evoprune.harness.shapes_data)."""
+    return _image(SHAPES_DIR, doc)
 
 
 def _kwargs(lmms_eval_specific_kwargs: dict | None) -> tuple[str, str]:
