@@ -88,7 +88,7 @@ def examples(loaded, model_cfg, images: int, seed: int):
     return torch.stack(features), items
 
 
-def batch_loss(model, features, items, pad_id: int) -> torch.Tensor:
+def batch_loss(model, features, items) -> torch.Tensor:
     """Mean cross-entropy of the answers (and EOS) of ``items``, teacher-forced, right-padded."""
     inner = model.model
     embed = inner.language_model.get_input_embeddings()
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
     losses = []
     for step in range(args.steps):
         chosen = torch.randint(len(items), (args.batch,), generator=generator).tolist()
-        loss = batch_loss(model, features, [items[i] for i in chosen], loaded.tokenizer.pad_token_id)
+        loss = batch_loss(model, features, [items[i] for i in chosen])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(trained.values()), 1.0)

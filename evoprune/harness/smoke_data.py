@@ -30,7 +30,7 @@ DATA_DIR = Path(__file__).resolve().parent / "tasks" / "smoke" / "data"
 
 SIZES = ((336, 336), (320, 240), (400, 300), (240, 320), (448, 336), (300, 400))
 BACKGROUNDS = ((255, 255, 255), (235, 235, 235), (245, 240, 225))
-NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 YESNO_SUFFIX = " Please answer yes or no."
 MCQ_HINT = "The picture shows simple flat shapes on a plain background."
 
@@ -138,26 +138,33 @@ def others(rng: np.random.Generator, items, exclude, k: int) -> list:
 def _vqa_docs(index: int, scene: dict, rng: np.random.Generator) -> list[dict]:
     category = ("color", "count", "shape")[index % 3]
     item = pick(rng, scene["shapes"])
-    n = len(scene["shapes"])
     if category == "color":
         question, truth = f"What color is the {item['shape']}?", item["color"]
-        variant, wrong = truth.capitalize(), others(rng, COLORS, {truth}, 2)
     elif category == "count":
-        question, truth = "How many shapes are there?", str(n)
-        variant, wrong = NUMBER_WORDS[n], [str(m) for m in others(rng, range(1, 5), {n}, 2)]
+        question, truth = "How many shapes are there?", str(len(scene["shapes"]))
     else:
         question, truth = f"Which shape is {item['color']}?", item["shape"]
+    return [vqa_doc(f"vqa_{index:03d}", scene["image"], category, question, truth, rng, range(1, 5))]
+
+
+def vqa_doc(question_id: str, image: str, category: str, question: str, truth: str, rng, counts) -> dict:
+    """A VQAv2-style doc whose ten human answers agree with ``truth`` in the way of its category's kind
+    (colour, count drawn among ``counts``, or shape): see `human_answers`."""
+    if category.startswith("color"):
+        variant, wrong = truth.capitalize(), others(rng, COLORS, {truth}, 2)
+    elif category == "count":
+        n = int(truth)
+        variant, wrong = NUMBER_WORDS[n], [str(m) for m in others(rng, counts, {n}, 2)]
+    else:
         variant, wrong = f"a {truth}", others(rng, SHAPES, {truth}, 2)
-    return [
-        {
-            "question_id": f"vqa_{index:03d}",
-            "image": scene["image"],
-            "question": question,
-            "answer": truth,
-            "answers": human_answers(rng, truth, variant, wrong),
-            "category": category,
-        }
-    ]
+    return {
+        "question_id": question_id,
+        "image": image,
+        "question": question,
+        "answer": truth,
+        "answers": human_answers(rng, truth, variant, wrong),
+        "category": category,
+    }
 
 
 def human_answers(rng: np.random.Generator, truth: str, variant: str, wrong: list[str]) -> list[dict]:
