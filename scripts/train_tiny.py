@@ -5,9 +5,12 @@ The vision tower is the config's seeded random CLIP (sin/cos positions), frozen 
 4-layer Llama (with its embeddings and LM head) learn to answer the shapes suite's questions
 (`evoprune.harness.shapes_data`: a disjoint seed stream from the evaluation split) in the three smoke
 formats, prompted exactly as lmms-eval prompts them at evaluation (the task files' post prompts, the
-tasks' own ``doc_to_text``, the model's template) with the loss on the answer and EOS only.
+tasks' own ``doc_to_text``, the model's template) with the loss on the answer and EOS only. Beside the
+questions, each image's description ("top left red circle, center blue square", `--describe`) teaches
+the model to read shapes at named places; `--curriculum` starts from the shapes' patches alone and adds
+the background back. Every `--eval-every` steps the held-out split's exact match is printed per task.
 
-    python scripts/train_tiny.py [--images 3000] [--steps 700] [--seed 0] [--out PATH]
+    python scripts/train_tiny.py [--images 3000] [--steps 2000] [--seed 0] [--out PATH]
 
 Writes the checkpoint (safetensors, projector + LLM; metadata: tower seed, shapes, seed, command, code
 version) atomically to the model config's ``checkpoint.path``. Deterministic for a seed on one machine
@@ -17,6 +20,7 @@ and thread count (2 threads by default).
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import importlib.util
 import json
@@ -34,10 +38,18 @@ sys.path.insert(0, str(ROOT))
 from evoprune.harness.models import load_model  # noqa: E402
 from evoprune.harness.outputs import write_bytes  # noqa: E402
 from evoprune.harness.pipeline import encode_frames  # noqa: E402
-from evoprune.harness.shapes_data import TASKS, training_docs  # noqa: E402
+from evoprune.harness.shapes_data import (  # noqa: E402
+    TASKS,
+    describe,
+    eval_scenes,
+    foreground_patches,
+    training_docs,
+)
+from evoprune.harness.smoke_data import draw_scene  # noqa: E402
 from evoprune.harness.trained_checkpoint import checkpoint_metadata, trained_parameters  # noqa: E402
 
 TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke"
+DESCRIBE_PROMPT = "Describe the image."
 DOC_TO_TEXT = {"shapes_vqa": "vqa_doc_to_text", "shapes_yesno": "yesno_doc_to_text", "shapes_mcq": "mcq_doc_to_text"}
 
 
@@ -66,55 +78,105 @@ def compose_model_config(name: str):
         return compose("config", overrides=[f"model={name}"]).model
 
 
-def examples(loaded, model_cfg, images: int, seed: int):
-    """Cached tower features (N, 576, C) and, per question, (image index, prefix ids, suffix ids, answer ids)."""
-    prompts = task_prompts()
-    tokenizer = loaded.tokenizer
-    features, items = [], []
-    started = time.perf_counter()
-    for index, (image, docs) in enumerate(training_docs(images, seed)):
-        pixels = loaded.image_processor(image, return_tensors="pt").pixel_values
-        with torch.inference_mode():
-            features.append(encode_frames(loaded, pixels)[0][0].to(torch.float16))
-        for task, task_docs in docs.items():
-            for doc in task_docs:
-                prompt = model_cfg.prompt_template.format(prompt=prompts[task](doc))
-                ids = tokenizer(prompt).input_ids
-                at = ids.index(loaded.image_token_id)
-                answer = tokenizer(doc["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-                items.append((index, ids[:at], ids[at + 1 :], answer))
-        if (index + 1) % 500 == 0:
-            print(f"features: {index + 1}/{images} images ({time.perf_counter() - started:.0f} s)", flush=True)
-    return torch.stack(features), items
+class Examples:
+    """Prompts as token ids around the image, for the training or the evaluation scenes.
+
+    ``features``: the tower's features per scene (S, 576, C), fp16; ``foreground``: which patches overlap a
+    shape (S, 576); ``items``: (scene index, ids before the image, ids after it, answer ids + EOS, label),
+    the label "task/category", or "describe" for the scene's description (`shapes_data.describe`).
+    """
+
+    def __init__(self, loaded, model_cfg, scenes, describe_repeats: int, name: str):
+        self.loaded, self.template, self.prompts = loaded, model_cfg.prompt_template, task_prompts()
+        features, foreground, self.items = [], [], []
+        patch = loaded.model.config.vision_config.patch_size
+        started = time.perf_counter()
+        for index, (scene, image, docs) in enumerate(scenes):
+            pixels = loaded.image_processor(image, return_tensors="pt").pixel_values
+            with torch.inference_mode():
+                features.append(encode_frames(loaded, pixels)[0][0].to(torch.float16))
+            foreground.append(torch.from_numpy(foreground_patches(scene, patch)))
+            for task, task_docs in docs.items():
+                for doc in task_docs:
+                    label = f"{task}/{doc['category']}"
+                    self.items.append(self._item(index, self.prompts[task](doc), doc["answer"], label))
+            self.items += [self._item(index, DESCRIBE_PROMPT, describe(scene), "describe")] * describe_repeats
+            if (index + 1) % 500 == 0:
+                print(f"{name} features: {index + 1} images ({time.perf_counter() - started:.0f} s)", flush=True)
+        self.features, self.foreground = torch.stack(features), torch.stack(foreground)
+
+    def _item(self, index: int, prompt: str, answer: str, label: str):
+        tokenizer = self.loaded.tokenizer
+        ids = tokenizer(self.template.format(prompt=prompt)).input_ids
+        at = ids.index(self.loaded.image_token_id)
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        return index, ids[:at], ids[at + 1 :], answer_ids, label
 
 
-def batch_loss(model, features, items) -> torch.Tensor:
-    """Mean cross-entropy of the answers (and EOS) of ``items``, teacher-forced, right-padded."""
+def sequences(model, examples: Examples, items, background: float, generator=None):
+    """Teacher-forced input embeddings (B, T, D) and answer targets (B, T) of ``items``, right-padded.
+
+    ``background`` < 1 keeps each scene's foreground patches and that share of the others, drawn at random.
+    """
     inner = model.model
     embed = inner.language_model.get_input_embeddings()
     rows, targets = [], []
-    for index, prefix, suffix, answer in items:
-        text = torch.tensor(prefix), torch.tensor(suffix + answer[:-1])
-        visual = inner.multi_modal_projector(features[index].float())
-        rows.append(torch.cat([embed(text[0]), visual, embed(text[1])]))
+    for index, prefix, suffix, answer, _ in items:
+        features = examples.features[index].float()
+        if background < 1:
+            drawn = torch.rand(features.shape[0], generator=generator) < background
+            features = features[examples.foreground[index] | drawn]
+        visual = inner.multi_modal_projector(features)
+        rows.append(torch.cat([embed(torch.tensor(prefix)), visual, embed(torch.tensor(suffix + answer[:-1]))]))
         target = torch.full((rows[-1].shape[0],), -100)
         target[-len(answer) :] = torch.tensor(answer)
         targets.append(target)
     length = max(row.shape[0] for row in rows)
     embeds = torch.stack([torch.cat([r, r.new_zeros(length - r.shape[0], r.shape[1])]) for r in rows])
     labels = torch.stack([torch.cat([t, t.new_full((length - t.shape[0],), -100)]) for t in targets])
-    hidden = inner.language_model(inputs_embeds=embeds).last_hidden_state
-    logits = model.lm_head(hidden)
+    return embeds, labels
+
+
+def logits_of(model, embeds):
+    return model.lm_head(model.model.language_model(inputs_embeds=embeds).last_hidden_state)
+
+
+def batch_loss(model, examples: Examples, items, background: float = 1.0, generator=None) -> torch.Tensor:
+    """Mean cross-entropy of the answers (and EOS) of ``items``."""
+    embeds, labels = sequences(model, examples, items, background, generator)
+    logits = logits_of(model, embeds)
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+@torch.no_grad()
+def held_out_accuracy(model, examples: Examples) -> dict[str, float]:
+    """Share of the evaluation split's answers reproduced exactly (greedy, all 576 tokens), by task and
+    for the descriptions; teacher-forced, so one forward per question."""
+    correct = collections.defaultdict(list)
+    for item in examples.items:
+        embeds, labels = sequences(model, examples, [item], 1.0)
+        predicted = logits_of(model, embeds)[0].argmax(-1)
+        answer = labels[0] != -100
+        correct[item[4].split("/")[0]].append(bool(torch.equal(predicted[answer], labels[0][answer])))
+    return {label: round(sum(hits) / len(hits), 3) for label, hits in sorted(correct.items())}
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_llava_trained", help="the model config to train")
     parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of the three tasks' questions per image")
+    parser.add_argument("--describe", type=int, default=4, help="description examples per image (0: none)")
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--curriculum",
+        type=int,
+        default=0,
+        help="steps over which the background patches return (0: all from the start)",
+    )
+    parser.add_argument("--eval-every", type=int, default=250, help="held-out accuracy every N steps and at the end (0: never)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="default: the model config's checkpoint.path")
@@ -126,27 +188,32 @@ def main(argv: list[str] | None = None) -> Path:
     untrained = {**model_cfg, "checkpoint": None}
     loaded = load_model(untrained, torch.device("cpu"), torch.float32, seed=model_cfg.checkpoint.tower_seed)
     model = loaded.model
-    features, items = examples(loaded, model_cfg, args.images, args.seed)
-    print(f"{len(items)} questions on {len(features)} images; features in {time.perf_counter() - started:.0f} s")
+    train = Examples(loaded, model_cfg, training_docs(args.images, args.seed, args.rounds), args.describe, "training")
+    held_out = args.eval_every and Examples(
+        loaded, model_cfg, ((s, draw_scene(s), d) for s, d in eval_scenes()), 1, "held-out"
+    )
+    elapsed = time.perf_counter() - started
+    print(f"{len(train.items)} examples on {len(train.features)} images; features in {elapsed:.0f} s")
 
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     trained = trained_parameters(model)
     for parameter in trained.values():
         parameter.requires_grad_(True)
-    model.train()
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    optimizer = torch.optim.AdamW(list(trained.values()), lr=args.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(list(trained.values()), lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
-    losses = []
+    losses, accuracy = [], None
+    model.train()
     for step in range(args.steps):
-        chosen = torch.randint(len(items), (args.batch,), generator=generator).tolist()
-        loss = batch_loss(model, features, [items[i] for i in chosen])
+        chosen = torch.randint(len(train.items), (args.batch,), generator=generator).tolist()
+        background = min(1.0, step / args.curriculum) if args.curriculum else 1.0
+        loss = batch_loss(model, train, [train.items[i] for i in chosen], background, generator)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(trained.values()), 1.0)
@@ -156,8 +223,15 @@ def main(argv: list[str] | None = None) -> Path:
         if (step + 1) % 50 == 0:
             recent = sum(losses[-50:]) / 50
             print(
-                f"step {step + 1}/{args.steps}: loss {recent:.4f} ({time.perf_counter() - started:.0f} s)", flush=True
+                f"step {step + 1}/{args.steps}: loss {recent:.4f}, background {background:.2f} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
             )
+        if args.eval_every and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
+            model.eval()
+            accuracy = held_out_accuracy(model, held_out)
+            model.train()
+            print(f"step {step + 1}: held-out exact match {accuracy}", flush=True)
     model.eval()
     command = "python scripts/train_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:])
     metadata = checkpoint_metadata(
@@ -167,6 +241,7 @@ def main(argv: list[str] | None = None) -> Path:
         images=args.images,
         steps=args.steps,
         final_loss=sum(losses[-50:]) / min(50, len(losses)),
+        held_out=accuracy,
     )
     from safetensors.torch import save
 

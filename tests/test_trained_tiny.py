@@ -13,7 +13,9 @@ from evoprune.harness.shapes_data import (
     CELL_NAMES,
     CHANCE,
     TASKS,
+    describe,
     ensure_shapes_data,
+    foreground_patches,
     make_scene,
     scene_docs,
     training_docs,
@@ -55,10 +57,32 @@ def test_eval_split_is_deterministic_and_disjoint_from_training(tmp_path):
     assert manifest["samples"] == {"shapes_vqa": 60, "shapes_yesno": 120, "shapes_mcq": 60}
     assert manifest["chance"]["shapes_vqa"]["color_at"] == pytest.approx(1 / 6) and CHANCE == manifest["chance"]
     evaluation = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (first / "images").glob("*.png")}
-    for image, _ in training_docs(200, seed=0):
+    for _, image, _ in training_docs(200, seed=0):
         path = tmp_path / "train.png"
         image.save(path, format="PNG")
         assert hashlib.sha256(path.read_bytes()).hexdigest() not in evaluation
+
+
+def test_description_and_foreground_follow_the_scene():
+    scene = make_scene(np.random.default_rng(3), "s")
+    words = describe(scene).split(", ")
+    ordered = sorted(scene["shapes"], key=lambda item: item["cell"])
+    assert words == [f"{CELL_NAMES[s['cell']]} {s['color']} {s['shape']}" for s in ordered]
+    mask = foreground_patches(scene, 14).reshape(24, 24)
+    covered = np.zeros((24, 24), dtype=bool)
+    for item in scene["shapes"]:
+        left, top, right, bottom = item["box"]
+        for y in range(top, bottom + 1):
+            for x in range(left, right + 1):
+                covered[y // 14, x // 14] = True
+    assert np.array_equal(mask, covered)
+
+
+def test_training_rounds_ask_each_task_once_per_round():
+    for scene, image, docs in training_docs(3, seed=5, rounds=3):
+        assert image.size == (336, 336) and len(scene["shapes"]) >= 2
+        assert [len(docs[task]) for task in TASKS] == [3, 6, 3]
+        assert {doc["category"] for doc in docs["shapes_vqa"]} == {"color_at", "count", "shape_at"}
 
 
 def test_sincos_positions_encode_row_and_column():
@@ -86,7 +110,9 @@ def small_checkpoint(tmp_path_factory):
     import train_tiny
 
     out = tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors"
-    train_tiny.main(["--images", "4", "--steps", "2", "--batch", "4", "--out", str(out)])
+    train_tiny.main(
+        ["--images", "4", "--rounds", "2", "--steps", "2", "--batch", "4", "--eval-every", "0", "--out", str(out)]
+    )
     return out
 
 

@@ -70,22 +70,51 @@ def scene_docs(index: int, scene: dict, rng: np.random.Generator) -> dict[str, l
     }
 
 
-def training_docs(count: int, seed: int):
-    """``count`` training scenes (a seed stream disjoint from the evaluation split's): (image, docs by task)."""
+def training_docs(count: int, seed: int, rounds: int = 1):
+    """``count`` training scenes (a seed stream disjoint from the evaluation split's): (scene, image, docs by
+    task), with ``rounds`` rounds of `scene_docs` per scene (round k asks what index ``k`` would)."""
     rng = np.random.default_rng([SEED, 1000 + seed])
     for index in range(count):
         scene = make_scene(rng, f"train_{index:05d}")
-        yield draw_scene(scene), scene_docs(index, scene, rng)
+        docs = {task: [] for task in TASKS}
+        for round_ in range(rounds):
+            for task, task_docs in scene_docs(index + round_, scene, rng).items():
+                docs[task] += task_docs
+        yield scene, draw_scene(scene), docs
+
+
+def eval_scenes():
+    """The evaluation split's scenes and their docs by task, in order (what `ensure_shapes_data` writes)."""
+    rng = np.random.default_rng([SEED, 0])
+    for index in range(EVAL_SCENES):
+        scene = make_scene(rng, f"images/scene_{index:03d}.png")
+        yield scene, scene_docs(index, scene, rng)
+
+
+def describe(scene: dict) -> str:
+    """The scene in words, cells in reading order: "top left red circle, center blue square"."""
+    shapes = sorted(scene["shapes"], key=lambda item: item["cell"])
+    return ", ".join(f"{CELL_NAMES[item['cell']]} {item['color']} {item['shape']}" for item in shapes)
+
+
+def foreground_patches(scene: dict, patch: int) -> np.ndarray:
+    """Which patches of the ``patch``-pixel grid (raster order) overlap a shape's box: bool (side²,)."""
+    side = scene["size"][0] // patch
+    mask = np.zeros((side, side), dtype=bool)
+    for item in scene["shapes"]:
+        left, top, right, bottom = item["box"]
+        mask[
+            max(0, top // patch) : min(side, bottom // patch + 1), max(0, left // patch) : min(side, right // patch + 1)
+        ] = True
+    return mask.reshape(-1)
 
 
 def _write_eval(folder: Path) -> None:
-    rng = np.random.default_rng([SEED, 0])
     (folder / "images").mkdir()
     docs = {task: [] for task in TASKS}
-    for index in range(EVAL_SCENES):
-        scene = make_scene(rng, f"images/scene_{index:03d}.png")
+    for scene, scene_task_docs in eval_scenes():
         draw_scene(scene).save(folder / scene["image"], format="PNG")
-        for task, task_docs in scene_docs(index, scene, rng).items():
+        for task, task_docs in scene_task_docs.items():
             docs[task] += task_docs
     for task, task_docs in docs.items():
         write_jsonl(folder / f"{task}.jsonl", task_docs)
