@@ -78,6 +78,35 @@ def test_description_and_foreground_follow_the_scene():
     assert np.array_equal(mask, covered)
 
 
+def _train_tiny():
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import train_tiny
+
+    return train_tiny
+
+
+def test_word_probes_target_what_the_words_refer_to():
+    train_tiny = _train_tiny()
+    colors = list(train_tiny.COLORS)
+    shapes = [{"color": "red", "cell": 0, "shape": "circle"}, {"color": "blue", "cell": 4, "shape": "square"}]
+    text = "Is the red shape to the left of the green shape? What is at the top left? And at the top?"
+    targets = [
+        (text[:end].split()[-1], head, cls) for end, head, cls in train_tiny.probe_targets(text, {"shapes": shapes})
+    ]
+    assert targets == [
+        ("red", "where", 0),
+        ("green", "where", 9),  # absent: GRID²; "left" in "to the left of" names no cell
+        ("left", "color", colors.index("red")),
+        ("left", "shape", train_tiny.SHAPES.index("circle")),
+        ("top", "color", len(colors)),  # an empty cell: the last class
+        ("top", "shape", len(train_tiny.SHAPES)),
+    ]
+
+
 def test_training_rounds_ask_each_task_once_per_round():
     for scene, image, docs in training_docs(3, seed=5, rounds=3):
         assert image.size == (336, 336) and len(scene["shapes"]) >= 2
@@ -102,16 +131,25 @@ def _trained_cfg(*overrides):
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
     """A checkpoint of two training steps (the script's code path, not a useful model)."""
-    import sys
-
-    from conftest import REPO_ROOT
-
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import train_tiny
-
+    train_tiny = _train_tiny()
     out = tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors"
     train_tiny.main(
-        ["--images", "4", "--rounds", "2", "--steps", "2", "--batch", "4", "--eval-every", "0", "--out", str(out)]
+        [
+            "--images",
+            "4",
+            "--rounds",
+            "2",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--eval-every",
+            "0",
+            "--probe-layer",
+            "2",
+            "--out",
+            str(out),
+        ]
     )
     return out
 
