@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--curriculum",
         type=int,
-        default=0,
+        default=800,
         help="steps over which the background patches return (0: all from the start)",
     )
     parser.add_argument("--probe-layer", type=int, default=0, help="layer whose output the word probes read (0: none)")
