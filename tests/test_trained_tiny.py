@@ -89,22 +89,80 @@ def _train_tiny():
     return train_tiny
 
 
-def test_word_probes_target_what_the_words_refer_to():
+def test_referents_are_the_shapes_the_question_names_in_order():
     train_tiny = _train_tiny()
-    colors = list(train_tiny.COLORS)
-    shapes = [{"color": "red", "cell": 0, "shape": "circle"}, {"color": "blue", "cell": 4, "shape": "square"}]
-    text = "Is the red shape to the left of the green shape? What is at the top left? And at the top?"
-    targets = [
-        (text[:end].split()[-1], head, cls) for end, head, cls in train_tiny.probe_targets(text, {"shapes": shapes})
+    red = {"color": "red", "cell": 0, "shape": "circle"}
+    blue = {"color": "blue", "cell": 4, "shape": "square"}
+    scene = {"shapes": [red, blue]}
+    question = "Is the green shape to the left of the red shape?"
+    named = train_tiny.referents(question, "left_of", scene)
+    # green is absent; "left" in "to the left of" names no cell
+    assert [(item, question[start:end]) for item, (start, end) in named] == [(None, "green"), (red, "red")]
+    question = "What shape is at the center?"
+    assert [(item, question[slice(*span)]) for item, span in train_tiny.referents(question, "shape_at", scene)] == [
+        (blue, "center")
     ]
-    assert targets == [
-        ("red", "where", 0),
-        ("green", "where", 9),  # absent: GRID²; "left" in "to the left of" names no cell
-        ("left", "color", colors.index("red")),
-        ("left", "shape", train_tiny.SHAPES.index("circle")),
-        ("top", "color", len(colors)),  # an empty cell: the last class
-        ("top", "shape", len(train_tiny.SHAPES)),
-    ]
+    assert train_tiny.referents("How many shapes are there?", "count", scene) == [(red, None), (blue, None)]
+    assert train_tiny.named_attributes("blue") == {"color": list(train_tiny.COLORS).index("blue")}
+    assert train_tiny.named_attributes("bottom left") == {"cell": 6}
+
+
+@pytest.fixture(scope="module")
+def shapes_examples():
+    train_tiny = _train_tiny()
+    cfg = _trained_cfg()
+    loaded = load_model({**cfg, "checkpoint": None}, torch.device("cpu"), torch.float32, seed=0)
+    return train_tiny, loaded, train_tiny.Examples(loaded, cfg, training_docs(3, seed=0, rounds=2), 1, "test")
+
+
+def test_guides_point_at_the_named_words_the_shapes_patches_and_the_right_option(shapes_examples):
+    train_tiny, loaded, examples = shapes_examples
+    scenes = [scene for scene, _, _ in training_docs(3, seed=0, rounds=2)]
+    decode = loaded.tokenizer.decode
+    checked = set()
+    for index, _, suffix, answer, label, guides in examples.items:
+        if label == "describe":
+            assert guides == []
+            continue
+        scene = scenes[index]
+        by_depth = {(depth, head): (kind, keys, attributes) for depth, head, kind, keys, attributes in guides}
+        if label.endswith("color_at") and "yesno" not in label:
+            kind, words, attributes = by_depth[0, 0]
+            cell = train_tiny.CELL_NAMES.index(decode([suffix[k] for k in words]).strip())
+            assert attributes == {"cell": cell}
+            item = next(item for item in scene["shapes"] if item["cell"] == cell)
+            kind, patches, attributes = by_depth[1, 0]
+            assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
+            expected = foreground_patches({**scene, "shapes": [item]}, 14)
+            assert np.array_equal(np.flatnonzero(expected), patches)
+            checked.add("color_at")
+        if label.startswith("shapes_mcq"):
+            letter = decode(answer[:-1])
+            kind, keys, attributes = by_depth[2, 0]
+            assert decode([suffix[k] for k in keys]).strip().startswith(f"{letter}. ") and attributes == {
+                "letter": "ABCD".index(letter)
+            }
+            checked.add("mcq")
+        if label.endswith("count"):
+            assert (0, 0) not in by_depth and by_depth[1, 0][2] == {}
+            checked.add("count")
+    assert checked == {"color_at", "mcq", "count"}
+
+
+def test_the_guide_measures_the_models_own_attention(shapes_examples):
+    train_tiny, loaded, examples = shapes_examples
+    model = loaded.model
+    model.set_attn_implementation("eager")
+    guide = train_tiny.AttentionGuide(model.model.language_model, 0)
+    item = next(item for item in examples.items if item[4] == "shapes_vqa/shape_at")
+    with torch.no_grad():
+        embeds, _, guides = train_tiny.sequences(model, examples, [item], 0.3, torch.Generator().manual_seed(0))
+        attentions = model.model.language_model(inputs_embeds=embeds, output_attentions=True).attentions
+        for depth, row, at, head, keys, _ in guides:
+            mass = attentions[depth][row, head, at, keys].sum()
+            only_attention, _ = guide.loss([(depth, row, at, head, keys, {})])
+            assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
+    assert {guide_[0] for guide_ in guides} == {0, 1}
 
 
 def test_training_rounds_ask_each_task_once_per_round():
@@ -145,8 +203,8 @@ def small_checkpoint(tmp_path_factory):
             "4",
             "--eval-every",
             "0",
-            "--probe-layer",
-            "2",
+            "--guide-layer",
+            "0",
             "--out",
             str(out),
         ]
