@@ -167,8 +167,9 @@ class Examples:
     """Prompts as token ids around the image, for the training or the evaluation scenes.
 
     ``features``: the tower's features per scene (S, 576, C), fp16; ``foreground``: which patches overlap a
-    shape (S, 576); ``items``: (scene index, ids before the image, ids after it, answer ids + EOS, label),
-    the label "task/category", or "describe" for the scene's description (`shapes_data.describe`).
+    shape (S, 576); ``items``: (scene index, ids before the image, ids after it, answer ids + EOS, label,
+    guide targets), the label "task/category", or "describe" for the scene's description
+    (`shapes_data.describe`, which gets no guide targets).
     """
 
     def __init__(self, loaded, model_cfg, scenes, describe_repeats: int, name: str):
@@ -237,7 +238,7 @@ class Examples:
 
 def sequences(model, examples: Examples, items, background: float, generator=None):
     """Teacher-forced input embeddings (B, T, D) and answer targets (B, T) of ``items``, right-padded, and
-    their attention guides as (depth, row, query position, head, key positions).
+    their `AttentionGuide` targets as (depth, row, query position, head, key positions, {attribute: class}).
 
     ``background`` < 1 keeps each scene's foreground patches and that share of the others, drawn at random.
     """
