@@ -5,16 +5,20 @@ The vision tower is the config's seeded random CLIP (sin/cos positions), frozen 
 4-layer Llama (with its embeddings and LM head) learn to answer the shapes suite's questions
 (`evoprune.harness.shapes_data`: a disjoint seed stream from the evaluation split) in the three smoke
 formats, prompted exactly as lmms-eval prompts them at evaluation (the task files' post prompts, the
-tasks' own ``doc_to_text``, the model's template) with the loss on the answer and EOS only. Beside the
-questions, each image's description ("top left red circle, center blue square", `--describe`) teaches
-the model to read shapes at named places; `--curriculum` starts from the shapes' patches alone and adds
-the background back; `AttentionGuide` (from `--guide-layer`) adds training-only losses on where the last
-prompt token looks and what it carries back, hop by hop. Every `--eval-every` steps the held-out split's
-exact match is printed per task. Work in progress (issue 11): with the guide the right patches are found
-on held-out images, but no setting tried yet answers the questions that need a place or a colour named
-in the question (see the issue's notes).
+tasks' own ``doc_to_text``, the model's template) with the loss on the answer and EOS only.
 
-    python scripts/train_tiny.py [--images 2000] [--steps 1200] [--seed 0] [--out PATH]
+- The tokenizer is a byte-level BPE learned on the training prompts, with each "at the <cell>" one token
+  (`train_tokenizer`); it is stored in the checkpoint.
+- `--pack` questions on one scene share one copy of its image in a sequence, each seeing only the image
+  and itself at its own positions (`sequences`), so the image is projected once for all of them.
+- Each image's description ("top left red circle, center blue square", `--describe`) is a further answer.
+- `--curriculum` starts from the shapes' patches alone and adds the background back.
+- `AttentionGuide` (from `--guide-layer`) adds training-only losses hop by hop: each naming word looks up
+  its shape's patches, the last prompt token reads those words (and the right option's line).
+
+Every `--eval-every` steps the held-out split's exact match is printed per task and category.
+
+    python scripts/train_tiny.py [--images 1000] [--steps 850] [--seed 0] [--out PATH]
 
 Writes the checkpoint (safetensors, projector + LLM; metadata: tower seed, shapes, seed, command, code
 version) atomically to the model config's ``checkpoint.path``. Deterministic for a seed on one machine
@@ -42,7 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evoprune.harness.generated_data import COLORS, SHAPES  # noqa: E402
-from evoprune.harness.models import load_model  # noqa: E402
+from evoprune.harness.models import (  # noqa: E402
+    BYTE_SPECIALS,
+    build_tiny_llava,
+    byte_level_tokenizer,
+    clip_image_processor,
+    loaded_model,
+)
 from evoprune.harness.outputs import write_bytes  # noqa: E402
 from evoprune.harness.pipeline import encode_frames  # noqa: E402
 from evoprune.harness.shapes_data import (  # noqa: E402
@@ -59,6 +69,7 @@ from evoprune.harness.trained_checkpoint import checkpoint_metadata, trained_par
 
 TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke"
 DESCRIBE_PROMPT = "Describe the image."
+TOKENIZER_SCENES = 300  # training scenes whose prompts the tokenizer is learned on
 DOC_TO_TEXT = {"shapes_vqa": "vqa_doc_to_text", "shapes_yesno": "yesno_doc_to_text", "shapes_mcq": "mcq_doc_to_text"}
 
 
@@ -91,11 +102,6 @@ CELLS_LONGEST_FIRST = "|".join(sorted(CELL_NAMES, key=len, reverse=True))
 REFERENCES = re.compile(rf"\b(?:(?P<color>{'|'.join(COLORS)})|(?<=at the )(?P<cell>{CELLS_LONGEST_FIRST}))\b")
 
 
-def named_attributes(words: str) -> dict[str, int]:
-    """What naming words say: {"color": index} for a colour word, {"cell": index} for a cell name."""
-    return {"color": list(COLORS).index(words)} if words in COLORS else {"cell": CELL_NAMES.index(words)}
-
-
 def referents(question: str, category: str, scene: dict) -> list[tuple[dict | None, tuple[int, int] | None]]:
     """What a question names, in order (a colour word or "at the <cell>"): the scene's shape it names (None for
     an absent colour) and the span of the words; a count question is about all shapes, named by no word."""
@@ -109,22 +115,74 @@ def referents(question: str, category: str, scene: dict) -> list[tuple[dict | No
     ]
 
 
-ATTRIBUTES = {"color": len(COLORS), "shape": len(SHAPES), "cell": GRID * GRID, "letter": 4}
+CELL_PHRASES = [f"at the {cell}" for cell in CELL_NAMES]
+
+
+def train_tokenizer(texts, vocab_size: int):
+    """A byte-level BPE of ``vocab_size`` tokens learned on ``texts`` (the training prompts and answers), and
+    each "at the <cell>" phrase one token: prompts 2-3x shorter than in bytes, and a place named by one token
+    that can look the place up itself (issue 11's notes: the byte tokenizer's models never learned to)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=BYTE_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    backend.add_tokens(CELL_PHRASES)
+    return byte_level_tokenizer(backend)
+
+
+def untrained_model(model_cfg, vocab: int, scenes):
+    """``model_cfg``'s tiny LLaVA before training (tower from ``checkpoint.tower_seed``), on the CPU in
+    float32, with a `train_tokenizer` of ``vocab`` tokens learned on ``scenes`` (0: the byte tokenizer)."""
+    tokenizer = train_tokenizer(training_texts(model_cfg.prompt_template, scenes), vocab) if vocab else None
+    model, tokenizer = build_tiny_llava(model_cfg.tiny, model_cfg.checkpoint.tower_seed, tokenizer)
+    image_processor = clip_image_processor(model.config.vision_config.image_size, model_cfg.pad_to_square)
+    return loaded_model(model_cfg, model.eval(), tokenizer, image_processor, torch.device("cpu"), torch.float32)
+
+
+def training_texts(template: str, scenes) -> list[str]:
+    """The prompts (in ``template``) and answers of ``scenes`` (as `training_docs` yields them), and their
+    descriptions: what the tokenizer is learned on."""
+    prompts, texts = task_prompts(), []
+    for scene, _, docs in scenes:
+        texts.append(describe(scene))
+        for task, task_docs in docs.items():
+            texts += [template.format(prompt=prompts[task](doc)) + " " + doc["answer"] for doc in task_docs]
+    return texts
+
+
+CATEGORIES = ("color_at", "shape_at", "count", "existence", "left_of", "above")
+ATTRIBUTES = {
+    "color": len(COLORS),
+    "shape": len(SHAPES),
+    "cell": GRID * GRID,
+    "letter": 4,
+    "yes": 2,
+    "category": len(CATEGORIES),
+    "match": 2,
+    "cells": GRID * GRID,
+}
 
 
 class AttentionGuide(torch.nn.Module):
-    """Training-only losses on the hops an answer needs, read at the last prompt token (the answer loss alone
-    does not find them; issue 11's notes). Three consecutive layers from ``layer``: first, head h looks at
-    the words naming the h-th thing the question is about; then at that shape's patches (all shapes' for
-    counting); last, head 0 at the right option's line of a multiple-choice prompt. Each loss is
-    -log(attention mass on the target keys), plus a linear head on what the head carries (its output before
-    ``o_proj``) that must tell the target's colour, shape, cell or letter. The heads are never saved."""
+    """Training-only losses on the hops an answer needs (the answer loss alone does not find them; issue 11's
+    notes), on three consecutive layers from ``layer``; `Examples._guides` says which head of which token
+    looks where. Each look adds -log(attention mass on the target keys among the keys the query sees), and a
+    linear head on what the head carries (its output before ``o_proj``) must tell the target's attributes
+    (colour, shape, cell, letter, ...). The heads are never saved."""
 
     def __init__(self, language_model, layer: int):
         super().__init__()
         self.attentions = [language_model.layers[layer + depth].self_attn for depth in range(3)]
         head_dim = self.attentions[0].head_dim
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(head_dim, n) for name, n in ATTRIBUTES.items()})
+        self.patch_shape = torch.nn.Linear(self.attentions[0].q_proj.in_features, 1 + len(SHAPES))
         self.inputs, self.carried = [None] * 3, [None] * 3
         for depth, attention in enumerate(self.attentions):
             attention.register_forward_pre_hook(functools.partial(self._keep_inputs, depth), with_kwargs=True)
@@ -138,10 +196,14 @@ class AttentionGuide(torch.nn.Module):
 
     def loss(self, targets: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean attention loss and the mean attribute loss (0 without attributes) over ``targets``:
-        (depth, row, query position, head, key positions, {attribute: class})."""
+        (depth, row, query position, head, key positions, {attribute: class}, visible key positions)."""
+        from torch.nn.functional import binary_cross_entropy_with_logits
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         looked, told = [], []
+        for _, row, positions, labels in (target for target in targets if target[0] == -1):
+            predicted = self.patch_shape(self.inputs[0][0][row, positions])
+            told.append(torch.nn.functional.cross_entropy(predicted, labels))
         for depth, attention in enumerate(self.attentions):
             chosen = [target for target in targets if target[0] == depth]
             if not chosen:
@@ -153,14 +215,20 @@ class AttentionGuide(torch.nn.Module):
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
             group = query.shape[1] // key.shape[1]
             carried = self.carried[depth].view(shape)
-            for _, row, at, head, keys, attributes in chosen:
-                logits = key[row, head // group, : at + 1] @ query[row, head, at] * attention.scaling
-                looked.append(torch.logsumexp(logits, 0) - torch.logsumexp(logits[keys], 0))
+            for _, row, at, head, keys, attributes, visible in chosen:
+                logits = key[row, head // group] @ query[row, head, at] * attention.scaling
+                if len(keys):
+                    looked.append(torch.logsumexp(logits[visible], 0) - torch.logsumexp(logits[keys], 0))
                 for name, target in attributes.items():
                     predicted = self.heads[name](carried[row, at, head])
-                    told.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(target)))
-        looked = torch.stack(looked).mean()
-        return looked, torch.stack(told).mean() if told else looked.new_zeros(())
+                    if isinstance(target, list):  # one yes/no per class (which cells are occupied)
+                        told.append(
+                            binary_cross_entropy_with_logits(predicted, torch.tensor(target, dtype=torch.float))
+                        )
+                    else:
+                        told.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(target)))
+        zero = self.heads["match"].weight.new_zeros(())
+        return (torch.stack(looked).mean() if looked else zero), (torch.stack(told).mean() if told else zero)
 
 
 class Examples:
@@ -174,7 +242,7 @@ class Examples:
 
     def __init__(self, loaded, model_cfg, scenes, describe_repeats: int, name: str):
         self.loaded, self.template, self.prompts = loaded, model_cfg.prompt_template, task_prompts()
-        features, foreground, self.items = [], [], []
+        features, foreground, self.patch_shapes, self.items = [], [], [], []
         self.patch = patch = loaded.model.config.vision_config.patch_size
         started = time.perf_counter()
         for index, (scene, image, docs) in enumerate(scenes):
@@ -182,6 +250,12 @@ class Examples:
             with torch.inference_mode():
                 features.append(encode_frames(loaded, pixels)[0][0].to(torch.float16))
             foreground.append(torch.from_numpy(foreground_patches(scene, patch)))
+            shapes = torch.zeros(foreground[-1].shape, dtype=torch.long)
+            for item in scene["shapes"]:
+                shapes[torch.from_numpy(foreground_patches({**scene, "shapes": [item]}, patch))] = 1 + SHAPES.index(
+                    item["shape"]
+                )
+            self.patch_shapes.append(shapes)
             for task, task_docs in docs.items():
                 for doc in task_docs:
                     label = f"{task}/{doc['category']}"
@@ -190,6 +264,14 @@ class Examples:
             if (index + 1) % 500 == 0:
                 print(f"{name} features: {index + 1} images ({time.perf_counter() - started:.0f} s)", flush=True)
         self.features, self.foreground = torch.stack(features), torch.stack(foreground)
+        self.patch_shapes = torch.stack(self.patch_shapes)
+
+    def by_scene(self) -> list[list[tuple]]:
+        """The items grouped by scene, in order."""
+        grouped = collections.defaultdict(list)
+        for item in self.items:
+            grouped[item[0]].append(item)
+        return [grouped[index] for index in sorted(grouped)]
 
     def _item(self, index: int, prompt: str, answer: str, label: str, scene: dict, doc: dict | None = None):
         tokenizer = self.loaded.tokenizer
@@ -203,49 +285,83 @@ class Examples:
         return index, ids[:at], ids[at + 1 :], answer_ids, label, guides
 
     def _guides(self, text: str, spans: list, doc: dict, scene: dict, mcq: bool) -> list[tuple]:
-        """`AttentionGuide` targets as (depth, head, "text" | "image", key positions after the image token or
-        patch indices, {attribute: class}); heads 0 and 1 follow the first and second thing named."""
+        """`AttentionGuide` targets as (depth, head, query position, "text" | "image", key positions or patch
+        indices, {attribute: class}), positions counted after the image token:
+
+        - depth 0, last prompt token, head 2: the question's words (telling its category); for a count, heads
+          0 and 1 there: every shape's patches (telling which cells are occupied);
+        - depth 0, the last token of each naming word (a colour, or "at the <cell>"): heads 0 and 1 the named
+          shape's patches (head 0 telling its colour and cell, head 1 its shape);
+        - depth 1, last prompt token: head h that word of the h-th thing named (telling what was found there,
+          and Yes or No);
+        - multiple choice: depth 1, each option's word, head 0: the place's word if the option is right
+          (telling whether it is); depth 2, last prompt token, head 0: the right option's line (its letter).
+        """
 
         def covering(start: int, end: int) -> np.ndarray:
             return np.array([position for position, (s, e) in enumerate(spans) if s < end and e > start])
 
         question = doc["question"][: doc["question"].index("?") + 1]
-        at = text.index(question)
-        named = referents(question, doc["category"], scene)
-        spans_named = [span for _, span in named if span]
-        words = [(covering(at + start, at + end), named_attributes(question[start:end])) for start, end in spans_named]
-        shapes = [item for item, _ in named if item]
-        looks = [
-            (
-                np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, self.patch)),
-                {
-                    "color": list(COLORS).index(item["color"]),
-                    "shape": SHAPES.index(item["shape"]),
-                    "cell": item["cell"],
-                },
-            )
-            for item in shapes
-        ]
+        at, final = text.index(question), len(spans) - 1
+        asked = {"category": CATEGORIES.index(doc["category"])}
+        guides = [(0, 2, final, "text", covering(at, at + len(question)), asked)]
+        words = []
         if doc["category"] == "count":
-            looks = [(np.concatenate([patches for patches, _ in looks]), {})]
-        guides = [(0, head, "text", *words[min(head, len(words) - 1)]) for head in range(2) if words]
-        guides += [(1, head, "image", *looks[min(head, len(looks) - 1)]) for head in range(2) if looks]
-        line = re.search(rf"^{re.escape(doc['answer'])}\. .*$", text, re.MULTILINE) if mcq else None
-        if line:
-            guides.append((2, 0, "text", covering(*line.span()), {"letter": "ABCD".index(doc["answer"])}))
+            patches = np.flatnonzero(foreground_patches(scene, self.patch))
+            occupied = {
+                "cells": [int(any(item["cell"] == cell for item in scene["shapes"])) for cell in range(GRID**2)]
+            }
+            guides += [(0, head, final, "image", patches, occupied) for head in range(2)]
+        else:
+            for item, (start, end) in referents(question, doc["category"], scene):
+                word, found = int(covering(at + start, at + end)[-1]), {}
+                if item is not None:
+                    found = {"color": list(COLORS).index(item["color"]), "shape": SHAPES.index(item["shape"])}
+                    found["cell"] = item["cell"]
+                    patches = np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, self.patch))
+                    guides.append((0, 0, word, "image", patches, {"color": found["color"], "cell": found["cell"]}))
+                    guides.append((0, 1, word, "image", patches, {"shape": found["shape"]}))
+                words.append((word, found))
+            for head in range(2):
+                word, found = words[min(head, len(words) - 1)]
+                told = (
+                    {**found, "yes": int(doc["answer"] == "Yes")}
+                    if head == 0 and doc["answer"] in ("Yes", "No")
+                    else found
+                )
+                guides.append((1, head, final, "text", np.array([word]), told))
+        if not mcq:
+            return guides
+        for option in re.finditer(r"^(?P<letter>[ABCD])\. (?P<text>.*)$", text, re.MULTILINE):
+            right = option["letter"] == doc["answer"]
+            if right:
+                guides.append(
+                    (2, 0, final, "text", covering(*option.span()), {"letter": "ABCD".index(option["letter"])})
+                )
+            if not words:
+                continue
+            keys = np.array([words[0][0]] if right else [], dtype=int)
+            guides.append((1, 0, int(covering(*option.span("text"))[-1]), "text", keys, {"match": int(right)}))
         return guides
 
 
-def sequences(model, examples: Examples, items, background: float, generator=None):
-    """Teacher-forced input embeddings (B, T, D) and answer targets (B, T) of ``items``, right-padded, and
-    their `AttentionGuide` targets as (depth, row, query position, head, key positions, {attribute: class}).
+def sequences(model, examples: Examples, rows: list[list[tuple]], background: float, generator=None):
+    """Teacher-forced input embeddings (B, T, D), answer targets (B, T), attention mask (B, 1, T, T) and
+    position ids (B, T) for ``rows``, each a list of items of one scene packed behind one copy of its image:
+    every item's prompt and answer see the shared prefix and image and themselves only, at the positions
+    they would have alone, so each item's logits equal those of its own sequence (the tower's image is
+    projected once for all of them). Right-padded. Also the `AttentionGuide` targets as (depth, row, query
+    position, head, key positions, {attribute: class}, visible key positions).
 
     ``background`` < 1 keeps each scene's foreground patches and that share of the others, drawn at random.
     """
     inner = model.model
     embed = inner.language_model.get_input_embeddings()
-    rows, targets, guides = [], [], []
-    for row, (index, prefix, suffix, answer, _, item_guides) in enumerate(items):
+    packed, targets, segments, positions, guides = [], [], [], [], []
+    for row, items in enumerate(rows):
+        index, prefix = items[0][0], items[0][1]
+        if any(item[0] != index or item[1] != prefix for item in items):
+            raise ValueError("a packed row holds items of one scene with one prefix")
         features = examples.features[index].float()
         kept = torch.arange(features.shape[0])
         if background < 1:
@@ -253,34 +369,58 @@ def sequences(model, examples: Examples, items, background: float, generator=Non
             kept = torch.nonzero(examples.foreground[index] | drawn)[:, 0]
             features = features[kept]
         visual = inner.multi_modal_projector(features)
-        start, query = len(prefix), len(prefix) + visual.shape[0] + len(suffix) - 1
-        for depth, head, kind, keys, attributes in item_guides:
-            keys = torch.from_numpy(keys)
-            keys = (
-                start + torch.searchsorted(kept, keys[torch.isin(keys, kept)])
-                if kind == "image"
-                else start + visual.shape[0] + keys
-            )
-            guides.append((depth, row, query, head, keys, attributes))
-        rows.append(torch.cat([embed(torch.tensor(prefix)), visual, embed(torch.tensor(suffix + answer[:-1]))]))
-        target = torch.full((rows[-1].shape[0],), -100)
-        target[-len(answer) :] = torch.tensor(answer)
-        targets.append(target)
-    length = max(row.shape[0] for row in rows)
-    embeds = torch.stack([torch.cat([r, r.new_zeros(length - r.shape[0], r.shape[1])]) for r in rows])
-    labels = torch.stack([torch.cat([t, t.new_full((length - t.shape[0],), -100)]) for t in targets])
-    return embeds, labels, guides
+        shared = len(prefix) + visual.shape[0]
+        guides.append((-1, row, torch.arange(len(prefix), shared), examples.patch_shapes[index][kept]))
+        parts, target, segment = [embed(torch.tensor(prefix)), visual], [torch.full((shared,), -100)], [0] * shared
+        position = list(range(shared))
+        for block, (_, _, suffix, answer, _, item_guides) in enumerate(items, start=1):
+            start, length = len(segment), len(suffix) + len(answer) - 1
+            for depth, head, query, kind, keys, attributes in item_guides:
+                query += start
+                visible = torch.cat([torch.arange(shared), torch.arange(start, query + 1)])
+                keys = torch.from_numpy(keys)
+                keys = (
+                    len(prefix) + torch.searchsorted(kept, keys[torch.isin(keys, kept)])
+                    if kind == "image"
+                    else start + keys
+                )
+                guides.append((depth, row, query, head, keys, attributes, visible))
+            parts.append(embed(torch.tensor(suffix + answer[:-1])))
+            block_target = torch.full((length,), -100)
+            block_target[-len(answer) :] = torch.tensor(answer)
+            target.append(block_target)
+            segment += [block] * length
+            position += range(shared, shared + length)
+        packed.append(torch.cat(parts))
+        targets.append(torch.cat(target))
+        segments.append(torch.tensor(segment))
+        positions.append(torch.tensor(position))
+    length = max(row.shape[0] for row in packed)
+
+    def padded(tensors, value):
+        return torch.stack([torch.nn.functional.pad(t, (0, length - t.shape[0]), value=value) for t in tensors])
+
+    embeds = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, length - r.shape[0])) for r in packed])
+    segment = padded(segments, -1)
+    order = torch.arange(length)
+    allowed = (order[None, :] <= order[:, None]) & (
+        (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])
+    )
+    allowed |= torch.eye(length, dtype=torch.bool)  # padding rows see themselves (their outputs are unused)
+    mask = torch.zeros(allowed.shape, dtype=embeds.dtype).masked_fill(~allowed, torch.finfo(embeds.dtype).min)
+    return embeds, padded(targets, -100), mask[:, None], padded(positions, 0), guides
 
 
-def logits_of(model, embeds):
-    return model.lm_head(model.model.language_model(inputs_embeds=embeds).last_hidden_state)
+def logits_of(model, embeds, mask, positions):
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+    return model.lm_head(hidden.last_hidden_state)
 
 
-def batch_loss(model, examples: Examples, items, background: float = 1.0, generator=None, guide=None):
-    """Mean cross-entropy of the answers (and EOS) of ``items``, and the guide's attention and attribute
-    losses (zeros without a guide)."""
-    embeds, labels, guides = sequences(model, examples, items, background, generator)
-    logits = logits_of(model, embeds)
+def batch_loss(model, examples: Examples, rows, background: float = 1.0, generator=None, guide=None):
+    """Mean cross-entropy of the answers (and EOS) of ``rows`` (see `sequences`), and the guide's attention
+    and attribute losses (zeros without a guide)."""
+    embeds, labels, mask, positions, guides = sequences(model, examples, rows, background, generator)
+    logits = logits_of(model, embeds, mask, positions)
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     if guide is None or not guides:
         return loss, loss.new_zeros(()), loss.new_zeros(())
@@ -290,40 +430,48 @@ def batch_loss(model, examples: Examples, items, background: float = 1.0, genera
 @torch.no_grad()
 def held_out_accuracy(model, examples: Examples) -> dict[str, float]:
     """Share of the evaluation split's answers reproduced exactly (greedy, all 576 tokens), by task, by
-    "task/category" and for the descriptions; teacher-forced, so one forward per question."""
+    "task/category" and for the descriptions; teacher-forced, one packed forward per scene."""
     correct = collections.defaultdict(list)
-    for item in examples.items:
-        embeds, labels, _ = sequences(model, examples, [item], 1.0)
-        predicted = logits_of(model, embeds)[0].argmax(-1)
-        answer = labels[0] != -100
-        hit = bool(torch.equal(predicted[answer], labels[0][answer]))
-        for label in {item[4], item[4].split("/")[0]}:
-            correct[label].append(hit)
+    for items in examples.by_scene():
+        embeds, labels, mask, positions, _ = sequences(model, examples, [items], 1.0)
+        predicted = logits_of(model, embeds, mask, positions)[0].argmax(-1)
+        offset = len(items[0][1]) + examples.features.shape[1]
+        for item in items:
+            length = len(item[2]) + len(item[3]) - 1
+            answer = slice(offset + length - len(item[3]), offset + length)
+            hit = bool(torch.equal(predicted[answer], labels[0][answer]))
+            offset += length
+            for label in {item[4], item[4].split("/")[0]}:
+                correct[label].append(hit)
     return {label: round(sum(hits) / len(hits), 3) for label, hits in sorted(correct.items())}
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_llava_trained", help="the model config to train")
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the three tasks' questions per image")
     parser.add_argument("--describe", type=int, default=4, help="description examples per image (0: none)")
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=850)
+    parser.add_argument(
+        "--vocab", type=int, default=600, help="BPE tokens learned on the training prompts (0: the byte tokenizer)"
+    )
+    parser.add_argument("--batch", type=int, default=8, help="scenes per step")
+    parser.add_argument("--pack", type=int, default=8, help="questions per scene and step, behind one image")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
         "--curriculum",
         type=int,
-        default=800,
+        default=300,
         help="steps over which the background patches return (0: all from the start)",
     )
     parser.add_argument(
-        "--guide-layer", type=int, default=-1, help="first of the three layers the guide trains (-1: no guide)"
+        "--guide-layer", type=int, default=1, help="first of the three layers the guide trains (-1: no guide)"
     )
     parser.add_argument("--look-weight", type=float, default=1.0, help="weight of the guide's attention loss")
     parser.add_argument("--tell-weight", type=float, default=8.0, help="weight of the guide's attribute loss")
     parser.add_argument(
-        "--eval-every", type=int, default=250, help="held-out accuracy every N steps and at the end (0: never)"
+        "--eval-every", type=int, default=425, help="held-out accuracy every N steps and at the end (0: never)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -333,8 +481,7 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     model_cfg = compose_model_config(args.model)
     out = args.out or ROOT / model_cfg.checkpoint.path
-    untrained = {**model_cfg, "checkpoint": None}
-    loaded = load_model(untrained, torch.device("cpu"), torch.float32, seed=model_cfg.checkpoint.tower_seed)
+    loaded = untrained_model(model_cfg, args.vocab, training_docs(min(args.images, TOKENIZER_SCENES), args.seed))
     model = loaded.model
     train = Examples(loaded, model_cfg, training_docs(args.images, args.seed, args.rounds), args.describe, "training")
     held_out = args.eval_every and Examples(
@@ -360,11 +507,15 @@ def main(argv: list[str] | None = None) -> Path:
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
     losses, guide_losses, accuracy = [], [], None
+    scenes = train.by_scene()
     model.train()
     for step in range(args.steps):
-        chosen = torch.randint(len(train.items), (args.batch,), generator=generator).tolist()
+        rows = []
+        for scene in torch.randint(len(scenes), (args.batch,), generator=generator).tolist():
+            chosen = torch.randperm(len(scenes[scene]), generator=generator)[: args.pack].tolist()
+            rows.append([scenes[scene][i] for i in chosen])
         background = min(1.0, step / args.curriculum) if args.curriculum else 1.0
-        loss, looked, told = batch_loss(model, train, [train.items[i] for i in chosen], background, generator, guide)
+        loss, looked, told = batch_loss(model, train, rows, background, generator, guide)
         optimizer.zero_grad()
         (loss + args.look_weight * looked + args.tell_weight * told).backward()
         torch.nn.utils.clip_grad_norm_(list(trained.values()), 1.0)
@@ -396,6 +547,7 @@ def main(argv: list[str] | None = None) -> Path:
         steps=args.steps,
         final_loss=sum(losses[-50:]) / min(50, len(losses)),
         held_out=accuracy,
+        **({"tokenizer": loaded.tokenizer.backend_tokenizer.to_str()} if args.vocab else {}),
     )
     from safetensors.torch import save
 

@@ -103,19 +103,34 @@ def test_referents_are_the_shapes_the_question_names_in_order():
         (blue, "center")
     ]
     assert train_tiny.referents("How many shapes are there?", "count", scene) == [(red, None), (blue, None)]
-    assert train_tiny.named_attributes("blue") == {"color": list(train_tiny.COLORS).index("blue")}
-    assert train_tiny.named_attributes("bottom left") == {"cell": 6}
 
 
 @pytest.fixture(scope="module")
 def shapes_examples():
     train_tiny = _train_tiny()
     cfg = _trained_cfg()
-    loaded = load_model({**cfg, "checkpoint": None}, torch.device("cpu"), torch.float32, seed=0)
+    loaded = train_tiny.untrained_model(cfg, 600, training_docs(3, seed=0, rounds=2))
     return train_tiny, loaded, train_tiny.Examples(loaded, cfg, training_docs(3, seed=0, rounds=2), 1, "test")
 
 
-def test_guides_point_at_the_named_words_the_shapes_patches_and_the_right_option(shapes_examples):
+def test_the_tokenizer_is_learned_deterministically_with_each_place_one_token(shapes_examples):
+    train_tiny, loaded, _ = shapes_examples
+    again = train_tiny.untrained_model(_trained_cfg(), 600, training_docs(3, seed=0, rounds=2))
+    assert loaded.tokenizer.backend_tokenizer.to_str() == again.tokenizer.backend_tokenizer.to_str()
+    tokens = loaded.tokenizer.tokenize("Is the shape at the bottom right red?")
+    assert "at the bottom right" in tokens and len(tokens) < 10
+    ids = loaded.tokenizer("What color is the shape at the top left? ASSISTANT: yellow").input_ids
+    assert (
+        loaded.tokenizer.decode(ids, skip_special_tokens=True)
+        == "What color is the shape at the top left? ASSISTANT: yellow"
+    )
+    byte_level = train_tiny.untrained_model(_trained_cfg(), 0, [])
+    assert len(byte_level.tokenizer) < len(loaded.tokenizer)
+    towers = [model.model.model.vision_tower.state_dict() for model in (loaded, byte_level)]
+    assert all(torch.equal(towers[0][name], towers[1][name]) for name in towers[0])  # the tower ignores the vocabulary
+
+
+def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_token(shapes_examples):
     train_tiny, loaded, examples = shapes_examples
     scenes = [scene for scene, _, _ in training_docs(3, seed=0, rounds=2)]
     decode = loaded.tokenizer.decode
@@ -125,28 +140,62 @@ def test_guides_point_at_the_named_words_the_shapes_patches_and_the_right_option
             assert guides == []
             continue
         scene = scenes[index]
-        by_depth = {(depth, head): (kind, keys, attributes) for depth, head, kind, keys, attributes in guides}
-        if label.endswith("color_at") and "yesno" not in label:
-            kind, words, attributes = by_depth[0, 0]
-            cell = train_tiny.CELL_NAMES.index(decode([suffix[k] for k in words]).strip())
-            assert attributes == {"cell": cell}
+        final = len(suffix) - 1
+        by_depth = {(depth, head, at): (kind, keys, attrs) for depth, head, at, kind, keys, attrs in guides}
+        kind, keys, asked = by_depth[0, 2, final]
+        assert decode([suffix[k] for k in keys]).strip().endswith("?")
+        assert train_tiny.CATEGORIES[asked["category"]] == label.split("/")[1]
+        if label.endswith("/color_at") and not label.startswith("shapes_yesno"):
+            (word,) = {at for depth, head, at, *_ in guides if depth == 0 and at != final}
+            cell = train_tiny.CELL_NAMES.index(decode([suffix[word]]).strip().removeprefix("at the "))
             item = next(item for item in scene["shapes"] if item["cell"] == cell)
-            kind, patches, attributes = by_depth[1, 0]
+            kind, patches, attributes = by_depth[0, 0, word]
             assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
-            expected = foreground_patches({**scene, "shapes": [item]}, 14)
-            assert np.array_equal(np.flatnonzero(expected), patches)
+            assert np.array_equal(np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, 14)), patches)
+            kind, keys, carried = by_depth[1, 0, final]
+            assert by_depth[0, 1, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **by_depth[0, 1, word][2]}
             checked.add("color_at")
         if label.startswith("shapes_mcq"):
             letter = decode(answer[:-1])
-            kind, keys, attributes = by_depth[2, 0]
-            assert decode([suffix[k] for k in keys]).strip().startswith(f"{letter}. ") and attributes == {
-                "letter": "ABCD".index(letter)
-            }
+            kind, keys, attributes = by_depth[2, 0, final]
+            assert decode([suffix[k] for k in keys]).strip().startswith(f"{letter}. ")
+            assert attributes == {"letter": "ABCD".index(letter)}
+            options = [guide for guide in guides if guide[0] == 1 and guide[2] != final]
+            if not label.endswith("count"):  # each option's word is told whether it is right
+                (right,) = [guide for guide in options if guide[5] == {"match": 1}]
+                assert len(options) >= 3 and all(guide[4].size == 0 for guide in options if guide is not right)
+                (word,) = {at for depth, head, at, *_ in guides if depth == 0 and at != final}
+                assert right[4].tolist() == [word] and decode([suffix[right[2]]]).strip() in train_tiny.SHAPES + tuple(
+                    train_tiny.COLORS
+                )
             checked.add("mcq")
         if label.endswith("count"):
-            assert (0, 0) not in by_depth and by_depth[1, 0][2] == {}
+            occupied = [int(any(item["cell"] == cell for item in scene["shapes"])) for cell in range(9)]
+            assert by_depth[0, 0, final][2] == {"cells": occupied} and (1, 0, final) not in by_depth
             checked.add("count")
     assert checked == {"color_at", "mcq", "count"}
+
+
+def test_packed_items_score_as_if_each_had_its_own_sequence(shapes_examples):
+    train_tiny, loaded, examples = shapes_examples
+    model = loaded.model
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        items = examples.by_scene()[1]
+        with torch.no_grad():
+            embeds, labels, mask, positions, _ = train_tiny.sequences(model, examples, [items[:3], items[3:]], 1.0)
+            packed = train_tiny.logits_of(model, embeds, mask, positions)
+            for row, block in enumerate((items[:3], items[3:])):
+                end = len(block[0][1]) + examples.features.shape[1]
+                for item in block:
+                    alone = train_tiny.sequences(model, examples, [[item]], 1.0)
+                    length = len(item[2]) + len(item[3]) - 1
+                    expected = train_tiny.logits_of(model, *[alone[0], alone[2], alone[3]])[0, -length:]
+                    assert torch.allclose(packed[row, end : end + length], expected, atol=1e-5)
+                    assert torch.equal(labels[row, end : end + length], alone[1][0, -length:])
+                    end += length
+    model.set_attn_implementation("sdpa")
 
 
 def test_the_guide_measures_the_models_own_attention(shapes_examples):
@@ -154,15 +203,26 @@ def test_the_guide_measures_the_models_own_attention(shapes_examples):
     model = loaded.model
     model.set_attn_implementation("eager")
     guide = train_tiny.AttentionGuide(model.model.language_model, 0)
-    item = next(item for item in examples.items if item[4] == "shapes_vqa/shape_at")
+    rows = [[item for item in examples.by_scene()[0] if item[4] != "describe"]]
     with torch.no_grad():
-        embeds, _, guides = train_tiny.sequences(model, examples, [item], 0.3, torch.Generator().manual_seed(0))
-        attentions = model.model.language_model(inputs_embeds=embeds, output_attentions=True).attentions
-        for depth, row, at, head, keys, _ in guides:
+        embeds, _, mask, positions, guides = train_tiny.sequences(
+            model, examples, rows, 0.3, torch.Generator().manual_seed(0)
+        )
+        attentions = model.model.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_attentions=True
+        ).attentions
+        patches = [guide_ for guide_ in guides if guide_[0] == -1]  # each image token's shape (none: 0)
+        ((_, _, positions, shapes),), scene = patches, rows[0][0][0]
+        assert len(positions) == len(shapes) and (shapes > 0).sum() == examples.foreground[scene].sum()
+        for depth, row, at, head, keys, _, visible in (guide_ for guide_ in guides if guide_[0] >= 0):
+            if not len(keys):  # an option that is not the answer: told, not looked
+                continue
             mass = attentions[depth][row, head, at, keys].sum()
-            only_attention, _ = guide.loss([(depth, row, at, head, keys, {})])
+            assert torch.allclose(attentions[depth][row, head, at, visible].sum(), torch.tensor(1.0), atol=1e-5)
+            only_attention, _ = guide.loss([(depth, row, at, head, keys, {}, visible)])
             assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
-    assert {guide_[0] for guide_ in guides} == {0, 1}
+    assert {guide_[0] for guide_ in guides} == {-1, 0, 1, 2}
+    model.set_attn_implementation("sdpa")
 
 
 def test_training_rounds_ask_each_task_once_per_round():
@@ -200,7 +260,9 @@ def small_checkpoint(tmp_path_factory):
             "--steps",
             "2",
             "--batch",
-            "4",
+            "2",
+            "--pack",
+            "3",
             "--eval-every",
             "0",
             "--guide-layer",

@@ -135,22 +135,33 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+BYTE_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
+
+
 def build_byte_tokenizer(bos: bool = True, extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (256 byte tokens + specials) built without any download.
 
     ``bos``: prepend ``<s>`` to every encoding (Llama does; Qwen2 does not). ``extra_specials``:
     more special tokens (e.g. Qwen's chat markers), each one id.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    vocab = {tok: i for i, tok in enumerate(specials + alphabet)}
+    vocab = {tok: i for i, tok in enumerate(BYTE_SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return byte_level_tokenizer(backend, bos, extra_specials)
+
+
+def byte_level_tokenizer(backend, bos: bool = True, extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """``backend`` (a `tokenizers.Tokenizer` whose vocabulary starts with ``BYTE_SPECIALS``) as the tiny
+    models' tokenizer: byte-level decoding, ``<s>`` first when ``bos``, ``<image>`` and ``extra_specials``."""
+    from tokenizers import decoders, processors
+
     backend.decoder = decoders.ByteLevel()
     if bos:
-        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+        )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
@@ -228,13 +239,16 @@ def sincos_2d(side: int, dim: int) -> torch.Tensor:
     return torch.cat([encode(rows), encode(cols)], dim=1).float()
 
 
-def build_tiny_llava(tiny_cfg, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
+def build_tiny_llava(
+    tiny_cfg, seed: int, tokenizer: PreTrainedTokenizerFast | None = None
+) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
     """A seeded random LLaVA-1.5 with the real CLIP token grid; widths and LLM depth from ``tiny_cfg``.
 
     ``vision.position_embedding: sincos`` replaces the tower's random position table by fixed 2-D
     sin/cos embeddings ([CLS] at zero), so a token's grid position is decodable from its features.
+    ``tokenizer``: default the byte-level one; the vision tower does not depend on it (it is drawn first).
     """
-    tokenizer = build_byte_tokenizer()
+    tokenizer = tokenizer or build_byte_tokenizer()
     vision = tiny_cfg["vision"]
     positions = vision.get("position_embedding", "random")
     if positions not in POSITION_EMBEDDINGS:
@@ -394,11 +408,14 @@ def _build_tiny(model_cfg, seed: int):
     the trained projector + LLM from the file (`evoprune.harness.trained_checkpoint`)."""
     checkpoint = model_cfg.get("checkpoint")
     if model_cfg["architecture"] == "llava":
-        model, tokenizer = build_tiny_llava(model_cfg["tiny"], checkpoint["tower_seed"] if checkpoint else seed)
-        if checkpoint:
-            from evoprune.harness.trained_checkpoint import load_trained
+        if not checkpoint:
+            model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
+        else:
+            from evoprune.harness.trained_checkpoint import load_trained, read_checkpoint
 
-            load_trained(model, model_cfg)
+            stored = read_checkpoint(model_cfg)
+            model, tokenizer = build_tiny_llava(model_cfg["tiny"], checkpoint["tower_seed"], stored.tokenizer())
+            load_trained(model, model_cfg, stored)
         image_size = model.config.vision_config.image_size
         return model, tokenizer, clip_image_processor(image_size, model_cfg["pad_to_square"])
     model, tokenizer = build_tiny_llava_video(model_cfg["tiny"], seed)

@@ -2,13 +2,15 @@
 
 A checkpoint (safetensors, written by ``scripts/train_tiny.py``) holds only what training changed: the
 projector, the LLM and its LM head. The frozen vision tower is rebuilt from ``checkpoint.tower_seed``;
-the file's metadata records that seed and the ``tiny`` shapes it was trained with, and a checkpoint
-whose seed or shapes differ from its config is refused, naming the mismatch.
+the file's metadata records that seed, the ``tiny`` shapes and the tokenizer it was trained with (a
+byte-level BPE learned on the training prompts), and a checkpoint whose seed or shapes differ from its
+config is refused, naming the mismatch.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,8 +63,28 @@ def checkpoint_path(model_cfg) -> Path:
     return path
 
 
-def load_trained(model, model_cfg) -> dict:
-    """Load ``model_cfg.checkpoint`` into ``model`` (built from ``checkpoint.tower_seed``); its metadata."""
+@dataclass
+class StoredCheckpoint:
+    """A checkpoint file read and checked against its model config: its metadata and tensors."""
+
+    path: Path
+    metadata: dict
+    state: dict[str, torch.Tensor]
+
+    def tokenizer(self):
+        """The tokenizer trained with the weights (``metadata["tokenizer"]``), or None for the byte-level one."""
+        if "tokenizer" not in self.metadata:
+            return None
+        from tokenizers import Tokenizer
+
+        from evoprune.harness.models import byte_level_tokenizer
+
+        return byte_level_tokenizer(Tokenizer.from_str(self.metadata["tokenizer"]))
+
+
+def read_checkpoint(model_cfg) -> StoredCheckpoint:
+    """``model_cfg.checkpoint``'s file, refused (CheckpointError naming the file, the mismatch and the command
+    that rebuilds it) when it is missing, unreadable, or made with another tower seed or ``tiny`` shapes."""
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
@@ -81,15 +103,23 @@ def load_trained(model, model_cfg) -> dict:
                 f"trained checkpoint {path} was made with {key}={metadata.get(key)!r}, but model "
                 f"{model_cfg['name']!r} has {key}={value!r}; rebuild it with: {rebuild}"
             )
+    return StoredCheckpoint(path, metadata, state)
+
+
+def load_trained(model, model_cfg, stored: StoredCheckpoint) -> dict:
+    """Copy ``stored``'s tensors into ``model`` (built from ``checkpoint.tower_seed`` with the checkpoint's
+    tokenizer); its metadata. CheckpointError when they do not fit."""
     parameters = trained_parameters(model)
+    state = stored.state
     wrong = sorted(set(parameters) ^ set(state)) + sorted(
         name for name in set(parameters) & set(state) if parameters[name].shape != state[name].shape
     )
     if wrong:
         raise CheckpointError(
-            f"trained checkpoint {path} does not fit the model ({', '.join(wrong[:5])}); rebuild it with: {rebuild}"
+            f"trained checkpoint {stored.path} does not fit the model ({', '.join(wrong[:5])}); "
+            f"rebuild it with: {rebuild_command(model_cfg)}"
         )
     with torch.no_grad():
         for name, tensor in state.items():
             parameters[name].copy_(tensor)
-    return metadata
+    return stored.metadata
