@@ -196,7 +196,9 @@ class AttentionGuide(torch.nn.Module):
 
     def loss(self, targets: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean attention loss and the mean attribute loss (0 without attributes) over ``targets``:
-        (depth, row, query position, head, key positions, {attribute: class}, visible key positions)."""
+        (depth, row, query position, head, key positions, {attribute: class}, visible key positions), and
+        (-1, row, image token positions, each one's shape (0: none)), which a linear head must tell from the
+        image tokens' input to the first guided layer."""
         from torch.nn.functional import binary_cross_entropy_with_logits
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -235,7 +237,8 @@ class Examples:
     """Prompts as token ids around the image, for the training or the evaluation scenes.
 
     ``features``: the tower's features per scene (S, 576, C), fp16; ``foreground``: which patches overlap a
-    shape (S, 576); ``items``: (scene index, ids before the image, ids after it, answer ids + EOS, label,
+    shape (S, 576); ``patch_shapes``: the shape whose box each patch overlaps (1 + index in SHAPES, 0 for
+    none; S, 576); ``items``: (scene index, ids before the image, ids after it, answer ids + EOS, label,
     guide targets), the label "task/category", or "describe" for the scene's description
     (`shapes_data.describe`, which gets no guide targets).
     """
@@ -350,8 +353,7 @@ def sequences(model, examples: Examples, rows: list[list[tuple]], background: fl
     position ids (B, T) for ``rows``, each a list of items of one scene packed behind one copy of its image:
     every item's prompt and answer see the shared prefix and image and themselves only, at the positions
     they would have alone, so each item's logits equal those of its own sequence (the tower's image is
-    projected once for all of them). Right-padded. Also the `AttentionGuide` targets as (depth, row, query
-    position, head, key positions, {attribute: class}, visible key positions).
+    projected once for all of them). Right-padded. Also the `AttentionGuide` targets (see its ``loss``).
 
     ``background`` < 1 keeps each scene's foreground patches and that share of the others, drawn at random.
     """
