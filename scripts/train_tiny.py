@@ -173,9 +173,12 @@ ATTRIBUTES = {
 class AttentionGuide(torch.nn.Module):
     """Training-only losses on the hops an answer needs (the answer loss alone does not find them; issue 11's
     notes), on three consecutive layers from ``layer``; `Examples._guides` says which head of which token
-    looks where. Each look adds -log(attention mass on the target keys among the keys the query sees), and a
-    linear head on what the head carries (its output before ``o_proj``) must tell the target's attributes
-    (colour, shape, cell, letter, ...). The heads are never saved."""
+    looks where. Each look adds -log(attention mass on the target keys among the keys the query sees), or,
+    where the head must tell a shape, KL(uniform on the target keys || attention): a shape is read from its
+    whole box (a linear probe on the tower's box mean tells it at .86, on the centre patch at .43), and mass
+    alone let the head settle on a few patches. A linear head on what the head carries (its output before
+    ``o_proj``) must tell the target's attributes (colour, shape, cell, letter, ...). The heads are never
+    saved."""
 
     def __init__(self, language_model, layer: int):
         super().__init__()
@@ -219,7 +222,9 @@ class AttentionGuide(torch.nn.Module):
             carried = self.carried[depth].view(shape)
             for _, row, at, head, keys, attributes, visible in chosen:
                 logits = key[row, head // group] @ query[row, head, at] * attention.scaling
-                if len(keys):
+                if len(keys) and "shape" in attributes:  # spread evenly: KL(uniform on the keys || attention)
+                    looked.append(torch.logsumexp(logits[visible], 0) - logits[keys].mean() - math.log(len(keys)))
+                elif len(keys):
                     looked.append(torch.logsumexp(logits[visible], 0) - torch.logsumexp(logits[keys], 0))
                 for name, target in attributes.items():
                     predicted = self.heads[name](carried[row, at, head])

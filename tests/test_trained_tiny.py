@@ -221,6 +221,10 @@ def test_the_guide_measures_the_models_own_attention(shapes_examples):
             assert torch.allclose(attentions[depth][row, head, at, visible].sum(), torch.tensor(1.0), atol=1e-5)
             only_attention, _ = guide.loss([(depth, row, at, head, keys, {}, visible)])
             assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
+            spread, _ = guide.loss([(depth, row, at, head, keys, {"shape": 0}, visible)])
+            uniform = torch.full((len(keys),), 1 / len(keys))
+            kl = (uniform * (uniform.log() - attentions[depth][row, head, at, keys].log())).sum()
+            assert torch.allclose(spread, kl, atol=1e-4)
     assert {guide_[0] for guide_ in guides} == {-1, 0, 1, 2}
     model.set_attn_implementation("sdpa")
 
