@@ -248,7 +248,7 @@ def build_tiny_llava(
     sin/cos embeddings ([CLS] at zero), so a token's grid position is decodable from its features.
     ``tokenizer``: default the byte-level one; the vision tower does not depend on it (it is drawn first).
     """
-    tokenizer = tokenizer or build_byte_tokenizer()
+    tokenizer = build_byte_tokenizer() if tokenizer is None else tokenizer
     vision = tiny_cfg["vision"]
     positions = vision.get("position_embedding", "random")
     if positions not in POSITION_EMBEDDINGS:
