@@ -57,6 +57,7 @@ from evoprune.harness.outputs import write_bytes  # noqa: E402
 from evoprune.harness.pipeline import encode_frames  # noqa: E402
 from evoprune.harness.shapes_data import (  # noqa: E402
     CELL_NAMES,
+    COUNTS,
     GRID,
     TASKS,
     describe,
@@ -154,9 +155,11 @@ def training_texts(template: str, scenes) -> list[str]:
         texts.append(describe(scene))
         for task, task_docs in docs.items():
             texts += [template.format(prompt=prompts[task](doc)) + " " + doc["answer"] for doc in task_docs]
+            texts += [doc["answer"] for doc in task_docs]  # an answer follows "ASSISTANT:" with no space
     return texts
 
 
+NOWHERE = np.array([], dtype=int)  # the keys of a guide that tells without looking
 CATEGORIES = ("color_at", "shape_at", "count", "existence", "left_of", "above")
 ATTRIBUTES = {
     "color": len(COLORS),
@@ -167,6 +170,7 @@ ATTRIBUTES = {
     "category": len(CATEGORIES),
     "match": 2,
     "cells": GRID * GRID,
+    "count": len(COUNTS),
 }
 
 
@@ -185,7 +189,9 @@ class AttentionGuide(torch.nn.Module):
         self.attentions = [language_model.layers[layer + depth].self_attn for depth in range(3)]
         head_dim = self.attentions[0].head_dim
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(head_dim, n) for name, n in ATTRIBUTES.items()})
-        self.patch_shape = torch.nn.Linear(self.attentions[0].q_proj.in_features, 1 + len(SHAPES))
+        width = self.attentions[0].q_proj.in_features
+        self.patch_shape = torch.nn.Linear(width, 1 + len(SHAPES))
+        self.probes = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in ATTRIBUTES.items()})
         self.inputs, self.carried = [None] * 3, [None] * 3
         for depth, attention in enumerate(self.attentions):
             attention.register_forward_pre_hook(functools.partial(self._keep_inputs, depth), with_kwargs=True)
@@ -221,6 +227,11 @@ class AttentionGuide(torch.nn.Module):
             group = query.shape[1] // key.shape[1]
             carried = self.carried[depth].view(shape)
             for _, row, at, head, keys, attributes, visible in chosen:
+                if head is None:  # the token's input to this layer must tell the attributes
+                    for name, target in attributes.items():
+                        predicted = self.probes[name](hidden[row, at])
+                        told.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(target)))
+                    continue
                 logits = key[row, head // group] @ query[row, head, at] * attention.scaling
                 if len(keys) and "shape" in attributes:  # spread evenly: KL(uniform on the keys || attention)
                     looked.append(torch.logsumexp(logits[visible], 0) - logits[keys].mean() - math.log(len(keys)))
@@ -297,13 +308,15 @@ class Examples:
         indices, {attribute: class}), positions counted after the image token:
 
         - depth 0, last prompt token, head 2: the question's words (telling its category); for a count, heads
-          0 and 1 there: every shape's patches (telling which cells are occupied);
-        - depth 0, the last token of each naming word (a colour, or "at the <cell>"): heads 0 and 1 the named
-          shape's patches (head 0 telling its colour and cell, head 1 its shape);
+          0 and 1 there: every shape's patches (telling which cells are occupied), and at depth 1 (head None:
+          its input to that layer) the count;
+        - depth 0, the last token of each naming word (a colour, or "at the <cell>"): heads 0, 1 and 3 the
+          named shape's patches (head 0 telling its colour and cell, heads 1 and 3 its shape);
         - depth 1, last prompt token: head h that word of the h-th thing named (telling what was found there,
           and Yes or No);
-        - multiple choice: depth 1, each option's word, head 0: the place's word if the option is right
-          (telling whether it is); depth 2, last prompt token, head 0: the right option's line (its letter).
+        - multiple choice: depth 0, each option's word, head 3: its letter; depth 1, head 0: the place's word
+          if the option is right (telling whether it is); depth 2, last prompt token, head 0: the right
+          option's word (telling its letter).
         """
 
         def covering(start: int, end: int) -> np.ndarray:
@@ -320,6 +333,7 @@ class Examples:
                 "cells": [int(any(item["cell"] == cell for item in scene["shapes"])) for cell in range(GRID**2)]
             }
             guides += [(0, head, final, "image", patches, occupied) for head in range(2)]
+            guides.append((1, None, final, "text", NOWHERE, {"count": COUNTS.index(len(scene["shapes"]))}))
         else:
             for item, (start, end) in referents(question, doc["category"], scene):
                 word, found = int(covering(at + start, at + end)[-1]), {}
@@ -328,7 +342,7 @@ class Examples:
                     found["cell"] = item["cell"]
                     patches = np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, self.patch))
                     guides.append((0, 0, word, "image", patches, {"color": found["color"], "cell": found["cell"]}))
-                    guides.append((0, 1, word, "image", patches, {"shape": found["shape"]}))
+                    guides += [(0, head, word, "image", patches, {"shape": found["shape"]}) for head in (1, 3)]
                 words.append((word, found))
             for head in range(2):
                 word, found = words[min(head, len(words) - 1)]
@@ -341,15 +355,14 @@ class Examples:
         if not mcq:
             return guides
         for option in re.finditer(r"^(?P<letter>[ABCD])\. (?P<text>.*)$", text, re.MULTILINE):
-            right = option["letter"] == doc["answer"]
+            right, letter = option["letter"] == doc["answer"], {"letter": "ABCD".index(option["letter"])}
+            option_word = int(covering(*option.span("text"))[-1])
+            guides.append((0, 3, option_word, "text", covering(*option.span("letter")), letter))
             if right:
-                guides.append(
-                    (2, 0, final, "text", covering(*option.span()), {"letter": "ABCD".index(option["letter"])})
-                )
-            if not words:
-                continue
-            keys = np.array([words[0][0]] if right else [], dtype=int)
-            guides.append((1, 0, int(covering(*option.span("text"))[-1]), "text", keys, {"match": int(right)}))
+                guides.append((2, 0, final, "text", np.array([option_word]), letter))
+            if words:
+                keys = np.array([words[0][0]]) if right else NOWHERE
+                guides.append((1, 0, option_word, "text", keys, {"match": int(right)}))
         return guides
 
 

@@ -146,26 +146,32 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
         assert decode([suffix[k] for k in keys]).strip().endswith("?")
         assert train_tiny.CATEGORIES[asked["category"]] == label.split("/")[1]
         if label.endswith("/color_at") and not label.startswith("shapes_yesno"):
-            (word,) = {at for depth, head, at, *_ in guides if depth == 0 and at != final}
+            (word,) = {at for depth, head, at, kind, *_ in guides if depth == 0 and kind == "image" and at != final}
             cell = train_tiny.CELL_NAMES.index(decode([suffix[word]]).strip().removeprefix("at the "))
             item = next(item for item in scene["shapes"] if item["cell"] == cell)
             kind, patches, attributes = by_depth[0, 0, word]
             assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
             assert np.array_equal(np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, 14)), patches)
             kind, keys, carried = by_depth[1, 0, final]
-            assert by_depth[0, 1, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            assert by_depth[0, 1, word][2] == by_depth[0, 3, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
             assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **by_depth[0, 1, word][2]}
             checked.add("color_at")
         if label.startswith("shapes_mcq"):
             letter = decode(answer[:-1])
-            kind, keys, attributes = by_depth[2, 0, final]
-            assert decode([suffix[k] for k in keys]).strip().startswith(f"{letter}. ")
+            kind, (option_word,), attributes = by_depth[2, 0, final]
             assert attributes == {"letter": "ABCD".index(letter)}
+            lines = loaded.tokenizer.decode(suffix).splitlines()
+            assert decode([suffix[option_word]]).strip() in next(line for line in lines if line.startswith(f"{letter}. "))
+            letters = {at: (keys, told) for depth, head, at, _, keys, told in guides if depth == 0 and "letter" in told}
+            assert len(letters) >= 3 and option_word in letters
+            for keys, told in letters.values():  # each option's word reads its letter
+                assert decode([suffix[k] for k in keys]).strip().startswith("ABCD"[told["letter"]])
             options = [guide for guide in guides if guide[0] == 1 and guide[2] != final]
             if not label.endswith("count"):  # each option's word is told whether it is right
                 (right,) = [guide for guide in options if guide[5] == {"match": 1}]
                 assert len(options) >= 3 and all(guide[4].size == 0 for guide in options if guide is not right)
-                (word,) = {at for depth, head, at, *_ in guides if depth == 0 and at != final}
+                assert right[2] == option_word
+                (word,) = {at for depth, head, at, kind, *_ in guides if depth == 0 and kind == "image" and at != final}
                 assert right[4].tolist() == [word] and decode([suffix[right[2]]]).strip() in train_tiny.SHAPES + tuple(
                     train_tiny.COLORS
                 )
@@ -173,6 +179,7 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
         if label.endswith("count"):
             occupied = [int(any(item["cell"] == cell for item in scene["shapes"])) for cell in range(9)]
             assert by_depth[0, 0, final][2] == {"cells": occupied} and (1, 0, final) not in by_depth
+            assert by_depth[1, None, final][2] == {"count": len(scene["shapes"]) - 2}  # counts run 2-5
             checked.add("count")
     assert checked == {"color_at", "mcq", "count"}
 
