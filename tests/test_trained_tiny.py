@@ -153,7 +153,9 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
             assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
             assert np.array_equal(np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, 14)), patches)
             kind, keys, carried = by_depth[1, 0, final]
-            assert by_depth[0, 1, word][2] == by_depth[0, 3, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            assert (
+                by_depth[0, 1, word][2] == by_depth[0, 3, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            )
             assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **by_depth[0, 1, word][2]}
             checked.add("color_at")
         if label.startswith("shapes_mcq"):
@@ -161,7 +163,9 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
             kind, (option_word,), attributes = by_depth[2, 0, final]
             assert attributes == {"letter": "ABCD".index(letter)}
             lines = loaded.tokenizer.decode(suffix).splitlines()
-            assert decode([suffix[option_word]]).strip() in next(line for line in lines if line.startswith(f"{letter}. "))
+            assert decode([suffix[option_word]]).strip() in next(
+                line for line in lines if line.startswith(f"{letter}. ")
+            )
             letters = {at: (keys, told) for depth, head, at, _, keys, told in guides if depth == 0 and "letter" in told}
             assert len(letters) >= 3 and option_word in letters
             for keys, told in letters.values():  # each option's word reads its letter
