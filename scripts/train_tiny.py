@@ -207,46 +207,66 @@ class AttentionGuide(torch.nn.Module):
         """The mean attention loss and the mean attribute loss (0 without attributes) over ``targets``:
         (depth, row, query position, head, key positions, {attribute: class}, visible key positions), and
         (-1, row, image token positions, each one's shape (0: none)), which a linear head must tell from the
-        image tokens' input to the first guided layer."""
-        from torch.nn.functional import binary_cross_entropy_with_logits
+        image tokens' input to the first guided layer. Computed for all targets of a layer at once (one
+        small graph per target made the backward pass 5x the forward)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         looked, told = [], []
         for _, row, positions, labels in (target for target in targets if target[0] == -1):
             predicted = self.patch_shape(self.inputs[0][0][row, positions])
-            told.append(torch.nn.functional.cross_entropy(predicted, labels))
+            told.append(torch.nn.functional.cross_entropy(predicted, labels)[None])
         for depth, attention in enumerate(self.attentions):
-            chosen = [target for target in targets if target[0] == depth]
+            hidden, (cos, sin) = self.inputs[depth]
+            probed = [target for target in targets if target[0] == depth and target[3] is None]
+            if probed:  # the token's input to this layer must tell the attributes
+                rows, ats = (torch.tensor(column) for column in list(zip(*probed, strict=True))[1:3])
+                told += self._told(self.probes, hidden[rows, ats], [target[5] for target in probed])
+            chosen = [target for target in targets if target[0] == depth and target[3] is not None]
             if not chosen:
                 continue
-            hidden, (cos, sin) = self.inputs[depth]
             shape = (*hidden.shape[:2], -1, attention.head_dim)
             query = attention.q_proj(hidden).view(shape).transpose(1, 2)
             key = attention.k_proj(hidden).view(shape).transpose(1, 2)
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
             group = query.shape[1] // key.shape[1]
-            carried = self.carried[depth].view(shape)
-            for _, row, at, head, keys, attributes, visible in chosen:
-                if head is None:  # the token's input to this layer must tell the attributes
-                    for name, target in attributes.items():
-                        predicted = self.probes[name](hidden[row, at])
-                        told.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(target)))
-                    continue
-                logits = key[row, head // group] @ query[row, head, at] * attention.scaling
-                if len(keys) and "shape" in attributes:  # spread evenly: KL(uniform on the keys || attention)
-                    looked.append(torch.logsumexp(logits[visible], 0) - logits[keys].mean() - math.log(len(keys)))
-                elif len(keys):
-                    looked.append(torch.logsumexp(logits[visible], 0) - torch.logsumexp(logits[keys], 0))
-                for name, target in attributes.items():
-                    predicted = self.heads[name](carried[row, at, head])
-                    if isinstance(target, list):  # one yes/no per class (which cells are occupied)
-                        told.append(
-                            binary_cross_entropy_with_logits(predicted, torch.tensor(target, dtype=torch.float))
-                        )
-                    else:
-                        told.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(target)))
+            rows, ats, heads = (torch.tensor(column) for column in list(zip(*chosen, strict=True))[1:4])
+            carried = self.carried[depth].view(shape)[rows, ats, heads]
+            told += self._told(self.heads, carried, [target[5] for target in chosen])
+            looking = torch.tensor([len(target[4]) > 0 for target in chosen])
+            if not looking.any():
+                continue
+            rows, ats, heads = rows[looking], ats[looking], heads[looking]
+            logits = torch.einsum("nd,ntd->nt", query[rows, heads, ats], key[rows, heads // group])
+            logits = logits * attention.scaling
+            visible, on = torch.zeros(2, *logits.shape, dtype=torch.bool)
+            spread = []
+            for index, target in enumerate(target for target in chosen if len(target[4])):
+                visible[index, target[6]], on[index, target[4]] = True, True
+                spread.append("shape" in target[5])
+            seen = torch.logsumexp(logits.masked_fill(~visible, -math.inf), 1)
+            mass = torch.logsumexp(logits.masked_fill(~on, -math.inf), 1)
+            count = on.sum(1)  # spread evenly (a shape): KL(uniform on the keys || attention)
+            even = (logits * on).sum(1) / count + count.log()
+            looked.append(seen - torch.where(torch.tensor(spread), even, mass))
         zero = self.heads["match"].weight.new_zeros(())
-        return (torch.stack(looked).mean() if looked else zero), (torch.stack(told).mean() if told else zero)
+        return (torch.cat(looked).mean() if looked else zero), (torch.cat(told).mean() if told else zero)
+
+    @staticmethod
+    def _told(heads: torch.nn.ModuleDict, inputs: torch.Tensor, attributes: list[dict]) -> list[torch.Tensor]:
+        """Per-target losses of ``heads`` telling each target's ``attributes`` from its row of ``inputs``; a
+        list target is one yes/no per class (which cells are occupied)."""
+        from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+
+        losses = []
+        for name in sorted({name for told in attributes for name in told}):
+            index = [i for i, told in enumerate(attributes) if name in told]
+            predicted = heads[name](inputs[index])
+            truth = torch.tensor([attributes[i][name] for i in index])
+            if truth.dim() == 2:
+                losses.append(binary_cross_entropy_with_logits(predicted, truth.float(), reduction="none").mean(1))
+            else:
+                losses.append(cross_entropy(predicted, truth, reduction="none"))
+        return losses
 
 
 class Examples:

@@ -225,10 +225,12 @@ def test_the_guide_measures_the_models_own_attention(shapes_examples):
         patches = [guide_ for guide_ in guides if guide_[0] == -1]  # each image token's shape (none: 0)
         ((_, _, positions, shapes),), scene = patches, rows[0][0][0]
         assert len(positions) == len(shapes) and (shapes > 0).sum() == examples.foreground[scene].sum()
+        looks = []
         for depth, row, at, head, keys, _, visible in (guide_ for guide_ in guides if guide_[0] >= 0):
-            if not len(keys):  # an option that is not the answer: told, not looked
+            if not len(keys):  # an option that is not the answer, or a probe: told, not looked
                 continue
             mass = attentions[depth][row, head, at, keys].sum()
+            looks.append(((depth, row, at, head, keys, {}, visible), -mass.log()))
             assert torch.allclose(attentions[depth][row, head, at, visible].sum(), torch.tensor(1.0), atol=1e-5)
             only_attention, _ = guide.loss([(depth, row, at, head, keys, {}, visible)])
             assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
@@ -236,6 +238,8 @@ def test_the_guide_measures_the_models_own_attention(shapes_examples):
             uniform = torch.full((len(keys),), 1 / len(keys))
             kl = (uniform * (uniform.log() - attentions[depth][row, head, at, keys].log())).sum()
             assert torch.allclose(spread, kl, atol=1e-4)
+        together, _ = guide.loss([target for target, _ in looks])  # all layers and heads at once: the mean
+        assert torch.allclose(together, torch.stack([alone for _, alone in looks]).mean(), atol=1e-5)
     assert {guide_[0] for guide_ in guides} == {-1, 0, 1, 2}
     model.set_attn_implementation("sdpa")
 
