@@ -14,11 +14,12 @@ tasks' own ``doc_to_text``, the model's template) with the loss on the answer an
 - Each image's description ("top left red circle, center blue square", `--describe`) is a further answer.
 - `--curriculum` starts from the shapes' patches alone and adds the background back.
 - `AttentionGuide` (from `--guide-layer`) adds training-only losses hop by hop: each naming word looks up
-  its shape's patches, the last prompt token reads those words (and the right option's line).
+  its shape's patches, the last prompt token reads those words (and the right option's word, which read
+  its letter).
 
 Every `--eval-every` steps the held-out split's exact match is printed per task and category.
 
-    python scripts/train_tiny.py [--images 1000] [--steps 850] [--seed 0] [--out PATH]
+    python scripts/train_tiny.py [--images 1000] [--steps 1250] [--seed 0] [--out PATH]
 
 Writes the checkpoint (safetensors, projector + LLM; metadata: tower seed, shapes, seed, command, code
 version) atomically to the model config's ``checkpoint.path``. Deterministic for a seed on one machine
@@ -159,6 +160,7 @@ def training_texts(template: str, scenes) -> list[str]:
     return texts
 
 
+SHAPE_HEADS = (0, 1, 2, 3)  # read a named shape's box together (a shape is told by the box's mean, not a patch)
 NOWHERE = np.array([], dtype=int)  # the keys of a guide that tells without looking
 CATEGORIES = ("color_at", "shape_at", "count", "existence", "left_of", "above")
 ATTRIBUTES = {
@@ -178,9 +180,9 @@ class AttentionGuide(torch.nn.Module):
     """Training-only losses on the hops an answer needs (the answer loss alone does not find them; issue 11's
     notes), on three consecutive layers from ``layer``; `Examples._guides` says which head of which token
     looks where. Each look adds -log(attention mass on the target keys among the keys the query sees), or,
-    where the head must tell a shape, KL(uniform on the target keys || attention): a shape is read from its
-    whole box (a linear probe on the tower's box mean tells it at .86, on the centre patch at .43), and mass
-    alone let the head settle on a few patches. A linear head on what the head carries (its output before
+    for heads that read a shape together, KL(uniform on the target keys || attention): a shape is read from
+    its whole box (a linear probe on the tower's box mean tells it at .86, on the centre patch at .43), and
+    mass alone let a head settle on a few patches. A linear head on what the head carries (its output before
     ``o_proj``) must tell the target's attributes (colour, shape, cell, letter, ...). The heads are never
     saved."""
 
@@ -189,7 +191,8 @@ class AttentionGuide(torch.nn.Module):
         self.attentions = [language_model.layers[layer + depth].self_attn for depth in range(3)]
         head_dim = self.attentions[0].head_dim
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(head_dim, n) for name, n in ATTRIBUTES.items()})
-        width = self.attentions[0].q_proj.in_features
+        width, carried = self.attentions[0].q_proj.in_features, self.attentions[0].o_proj.in_features
+        self.joint = torch.nn.ModuleDict({name: torch.nn.Linear(carried, n) for name, n in ATTRIBUTES.items()})
         self.patch_shape = torch.nn.Linear(width, 1 + len(SHAPES))
         self.probes = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in ATTRIBUTES.items()})
         self.inputs, self.carried = [None] * 3, [None] * 3
@@ -205,7 +208,9 @@ class AttentionGuide(torch.nn.Module):
 
     def loss(self, targets: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean attention loss and the mean attribute loss (0 without attributes) over ``targets``:
-        (depth, row, query position, head, key positions, {attribute: class}, visible key positions), and
+        (depth, row, query position, head, key positions, {attribute: class}, visible key positions) (head:
+        one head; a tuple of heads that each spread evenly over the keys and tell the attributes together,
+        from their concatenated outputs; None: the query token's input to the layer tells them), and
         (-1, row, image token positions, each one's shape (0: none)), which a linear head must tell from the
         image tokens' input to the first guided layer. Computed for all targets of a layer at once (one
         small graph per target made the backward pass 5x the forward)."""
@@ -229,25 +234,35 @@ class AttentionGuide(torch.nn.Module):
             key = attention.k_proj(hidden).view(shape).transpose(1, 2)
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
             group = query.shape[1] // key.shape[1]
-            rows, ats, heads = (torch.tensor(column) for column in list(zip(*chosen, strict=True))[1:4])
-            carried = self.carried[depth].view(shape)[rows, ats, heads]
-            told += self._told(self.heads, carried, [target[5] for target in chosen])
-            looking = torch.tensor([len(target[4]) > 0 for target in chosen])
-            if not looking.any():
+            for heads, carried in ((self.heads, False), (self.joint, True)):
+                telling = [target for target in chosen if isinstance(target[3], tuple) == carried]
+                if telling:
+                    rows, ats = (torch.tensor(column) for column in list(zip(*telling, strict=True))[1:3])
+                    inputs = self.carried[depth][rows, ats]
+                    if not carried:
+                        inputs = inputs.view(len(telling), -1, attention.head_dim)[
+                            torch.arange(len(telling)), [target[3] for target in telling]
+                        ]
+                    told += self._told(heads, inputs, [target[5] for target in telling])
+            looks = [  # (row, query, head, keys, visible, spread evenly)
+                (row, at, head, keys, visible, isinstance(heads, tuple))
+                for _, row, at, heads, keys, _, visible in chosen
+                for head in (heads if isinstance(heads, tuple) else (heads,))
+                if len(keys)
+            ]
+            if not looks:
                 continue
-            rows, ats, heads = rows[looking], ats[looking], heads[looking]
+            rows, ats, heads = (torch.tensor(column) for column in list(zip(*looks, strict=True))[:3])
             logits = torch.einsum("nd,ntd->nt", query[rows, heads, ats], key[rows, heads // group])
             logits = logits * attention.scaling
             visible, on = torch.zeros(2, *logits.shape, dtype=torch.bool)
-            spread = []
-            for index, target in enumerate(target for target in chosen if len(target[4])):
-                visible[index, target[6]], on[index, target[4]] = True, True
-                spread.append("shape" in target[5])
+            for index, (_, _, _, keys, seen, _) in enumerate(looks):
+                visible[index, seen], on[index, keys] = True, True
             seen = torch.logsumexp(logits.masked_fill(~visible, -math.inf), 1)
             mass = torch.logsumexp(logits.masked_fill(~on, -math.inf), 1)
-            count = on.sum(1)  # spread evenly (a shape): KL(uniform on the keys || attention)
+            count = on.sum(1)  # spread evenly: KL(uniform on the keys || attention)
             even = (logits * on).sum(1) / count + count.log()
-            looked.append(seen - torch.where(torch.tensor(spread), even, mass))
+            looked.append(seen - torch.where(torch.tensor([look[5] for look in looks]), even, mass))
         zero = self.heads["match"].weight.new_zeros(())
         return (torch.cat(looked).mean() if looked else zero), (torch.cat(told).mean() if told else zero)
 
@@ -330,8 +345,8 @@ class Examples:
         - depth 0, last prompt token, head 2: the question's words (telling its category); for a count, heads
           0 and 1 there: every shape's patches (telling which cells are occupied), and at depth 1 (head None:
           its input to that layer) the count;
-        - depth 0, the last token of each naming word (a colour, or "at the <cell>"): heads 0, 1 and 3 the
-          named shape's patches (head 0 telling its colour and cell, heads 1 and 3 its shape);
+        - depth 0, the last token of each naming word (a colour, or "at the <cell>"): head 0 the named shape's
+          patches (telling its colour and cell), and all heads together (`SHAPE_HEADS`) evenly (its shape);
         - depth 1, last prompt token: head h that word of the h-th thing named (telling what was found there,
           and Yes or No);
         - multiple choice: depth 0, each option's word, head 3: its letter; depth 1, head 0: the place's word
@@ -362,7 +377,7 @@ class Examples:
                     found["cell"] = item["cell"]
                     patches = np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, self.patch))
                     guides.append((0, 0, word, "image", patches, {"color": found["color"], "cell": found["cell"]}))
-                    guides += [(0, head, word, "image", patches, {"shape": found["shape"]}) for head in (1, 3)]
+                    guides.append((0, SHAPE_HEADS, word, "image", patches, {"shape": found["shape"]}))
                 words.append((word, found))
             for head in range(2):
                 word, found = words[min(head, len(words) - 1)]
@@ -491,8 +506,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--model", default="tiny_llava_trained", help="the model config to train")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the three tasks' questions per image")
+    parser.add_argument(
+        "--yesno-rounds",
+        type=int,
+        default=3,
+        help="rounds whose yes/no pair is trained (learned first: fewer leave the other tasks more of each step)",
+    )
     parser.add_argument("--describe", type=int, default=4, help="description examples per image (0: none)")
-    parser.add_argument("--steps", type=int, default=850)
+    parser.add_argument("--steps", type=int, default=1250)
     parser.add_argument(
         "--vocab", type=int, default=600, help="BPE tokens learned on the training prompts (0: the byte tokenizer)"
     )
@@ -511,7 +532,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--look-weight", type=float, default=1.0, help="weight of the guide's attention loss")
     parser.add_argument("--tell-weight", type=float, default=8.0, help="weight of the guide's attribute loss")
     parser.add_argument(
-        "--eval-every", type=int, default=425, help="held-out accuracy every N steps and at the end (0: never)"
+        "--eval-every", type=int, default=625, help="held-out accuracy every N steps and at the end (0: never)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -523,7 +544,11 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out or ROOT / model_cfg.checkpoint.path
     loaded = untrained_model(model_cfg, args.vocab, training_docs(min(args.images, TOKENIZER_SCENES), args.seed))
     model = loaded.model
-    train = Examples(loaded, model_cfg, training_docs(args.images, args.seed, args.rounds), args.describe, "training")
+    scenes = (
+        (scene, image, {**docs, "shapes_yesno": docs["shapes_yesno"][: 2 * args.yesno_rounds]})
+        for scene, image, docs in training_docs(args.images, args.seed, args.rounds)
+    )
+    train = Examples(loaded, model_cfg, scenes, args.describe, "training")
     held_out = args.eval_every and Examples(
         loaded, model_cfg, ((s, draw_scene(s), d) for s, d in eval_scenes()), 1, "held-out"
     )

@@ -1,4 +1,5 @@
-"""The trained tiny model's pieces: the shapes data, sin/cos tower positions, the checkpoint's checks."""
+"""The trained tiny model's pieces: the shapes data, sin/cos tower positions, the training script's tokenizer,
+guide and packing, the checkpoint's checks, and every pruner at the full budget answering as Native."""
 
 import hashlib
 import json
@@ -6,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import REPO_ROOT, compose_config
 
 from evoprune.harness.models import load_model, sincos_2d
 from evoprune.harness.shapes_data import (
@@ -153,10 +154,10 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
             assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
             assert np.array_equal(np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, 14)), patches)
             kind, keys, carried = by_depth[1, 0, final]
-            assert (
-                by_depth[0, 1, word][2] == by_depth[0, 3, word][2] == {"shape": train_tiny.SHAPES.index(item["shape"])}
-            )
-            assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **by_depth[0, 1, word][2]}
+            box_kind, box, told = by_depth[0, train_tiny.SHAPE_HEADS, word]
+            assert box_kind == "image" and np.array_equal(box, patches)
+            assert told == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **told}
             checked.add("color_at")
         if label.startswith("shapes_mcq"):
             letter = decode(answer[:-1])
@@ -170,7 +171,7 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
             assert len(letters) >= 3 and option_word in letters
             for keys, told in letters.values():  # each option's word reads its letter
                 assert decode([suffix[k] for k in keys]).strip().startswith("ABCD"[told["letter"]])
-            options = [guide for guide in guides if guide[0] == 1 and guide[2] != final]
+            options = [guide for guide in guides if "match" in guide[5]]
             if not label.endswith("count"):  # each option's word is told whether it is right
                 (right,) = [guide for guide in options if guide[5] == {"match": 1}]
                 assert len(options) >= 3 and all(guide[4].size == 0 for guide in options if guide is not right)
@@ -226,22 +227,29 @@ def test_the_guide_measures_the_models_own_attention(shapes_examples):
         ((_, _, positions, shapes),), scene = patches, rows[0][0][0]
         assert len(positions) == len(shapes) and (shapes > 0).sum() == examples.foreground[scene].sum()
         looks = []
-        for depth, row, at, head, keys, _, visible in (guide_ for guide_ in guides if guide_[0] >= 0):
+        for depth, row, at, heads, keys, _, visible in (guide_ for guide_ in guides if guide_[0] >= 0):
             if not len(keys):  # an option that is not the answer, or a probe: told, not looked
                 continue
-            mass = attentions[depth][row, head, at, keys].sum()
-            looks.append(((depth, row, at, head, keys, {}, visible), -mass.log()))
-            assert torch.allclose(attentions[depth][row, head, at, visible].sum(), torch.tensor(1.0), atol=1e-5)
-            only_attention, _ = guide.loss([(depth, row, at, head, keys, {}, visible)])
-            assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
-            spread, _ = guide.loss([(depth, row, at, head, keys, {"shape": 0}, visible)])
-            uniform = torch.full((len(keys),), 1 / len(keys))
-            kl = (uniform * (uniform.log() - attentions[depth][row, head, at, keys].log())).sum()
-            assert torch.allclose(spread, kl, atol=1e-4)
+            for head in heads if isinstance(heads, tuple) else (heads,):
+                _check_look(guide, attentions, looks, depth, row, at, head, keys, visible)
         together, _ = guide.loss([target for target, _ in looks])  # all layers and heads at once: the mean
         assert torch.allclose(together, torch.stack([alone for _, alone in looks]).mean(), atol=1e-5)
     assert {guide_[0] for guide_ in guides} == {-1, 0, 1, 2}
     model.set_attn_implementation("sdpa")
+
+
+def _check_look(guide, attentions, looks, depth, row, at, head, keys, visible):
+    """One head's look loss is -log(its eager attention's mass on the keys); spread evenly (as one of a tuple of
+    heads), KL(uniform on the keys || that attention)."""
+    mass = attentions[depth][row, head, at, keys].sum()
+    looks.append(((depth, row, at, head, keys, {}, visible), -mass.log()))
+    assert torch.allclose(attentions[depth][row, head, at, visible].sum(), torch.tensor(1.0), atol=1e-5)
+    only_attention, _ = guide.loss([(depth, row, at, head, keys, {}, visible)])
+    assert torch.allclose(only_attention, -mass.log(), atol=1e-5)
+    spread, _ = guide.loss([(depth, row, at, (head,), keys, {"shape": 0}, visible)])
+    uniform = torch.full((len(keys),), 1 / len(keys))
+    kl = (uniform * (uniform.log() - attentions[depth][row, head, at, keys].log())).sum()
+    assert torch.allclose(spread, kl, atol=1e-4)
 
 
 def test_training_rounds_ask_each_task_once_per_round():
@@ -341,3 +349,63 @@ def test_shapes_suite_runs_and_scores_through_the_harness(tmp_path):
     assert runner.evaluate(cfg) == 0
     metrics = json.loads((tmp_path / "tiny_llava" / "shapes_image-limit2" / "none-all" / "metrics.json").read_text())
     assert {"shapes_vqa", "shapes_yesno", "shapes_mcq"} <= set(metrics["tasks"])
+
+
+PRUNERS = sorted(path.stem for path in (REPO_ROOT / "configs" / "pruner").glob("*.yaml") if path.stem != "none")
+
+
+@pytest.fixture(scope="module")
+def held_out_samples():
+    """Two held-out questions per shapes task: (image, prompt, id)."""
+    from PIL import Image
+
+    train_tiny = _train_tiny()
+    folder, prompts, samples = ensure_shapes_data(), train_tiny.task_prompts(), []
+    for task in TASKS:
+        for line in (folder / f"{task}.jsonl").read_text().splitlines()[:2]:
+            doc = json.loads(line)
+            samples.append((Image.open(folder / doc["image"]).convert("RGB"), prompts[task](doc), doc["question_id"]))
+    return samples
+
+
+def _answers(cfg, samples) -> tuple[list[str], torch.Tensor]:
+    """``cfg``'s greedy answers to ``samples`` and the logits of every generated position, concatenated."""
+    from evoprune.harness.pipeline import generate
+    from evoprune.harness.pruning import build_pruner
+    from evoprune.harness.runner import load_pruned_model
+
+    pruner = build_pruner(cfg.pruner, cfg.budget)
+    loaded, _, _ = load_pruned_model(cfg, pruner)
+    logits = []
+    hook = loaded.model.lm_head.register_forward_hook(lambda module, args, out: logits.append(out.flatten(0, -2)))
+    try:
+        texts = [generate(loaded, pruner, image, prompt, 8, [], sample).text for image, prompt, sample in samples]
+    finally:
+        hook.remove()
+        pruner.detach(loaded.model)
+    return texts, torch.cat(logits)
+
+
+@pytest.fixture(scope="module")
+def native_answers(small_checkpoint, held_out_samples):
+    return _answers(
+        compose_config("model=tiny_llava_trained", f"model.checkpoint.path={small_checkpoint}"), held_out_samples
+    )
+
+
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_every_pruner_at_the_full_budget_answers_as_native(pruner, small_checkpoint, held_out_samples, native_answers):
+    checkpoint = f"model.checkpoint.path={small_checkpoint}"
+    full = compose_config("model=tiny_llava_trained", checkpoint, f"pruner={pruner}", "budget=576")
+    texts, logits = _answers(full, held_out_samples)
+    assert texts == native_answers[0] and logits.shape == native_answers[1].shape
+    assert torch.allclose(logits, native_answers[1], atol=1e-5)
+
+
+def test_answers_depend_on_the_kept_tokens(small_checkpoint, held_out_samples, native_answers):
+    """So the full-budget comparison above can fail: keeping 8 random tokens changes the logits."""
+    few = compose_config(
+        "model=tiny_llava_trained", f"model.checkpoint.path={small_checkpoint}", "pruner=random", "budget=8"
+    )
+    _, logits = _answers(few, held_out_samples)
+    assert logits.shape != native_answers[1].shape or not torch.allclose(logits, native_answers[1], atol=1e-3)
