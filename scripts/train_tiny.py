@@ -234,12 +234,12 @@ class AttentionGuide(torch.nn.Module):
             key = attention.k_proj(hidden).view(shape).transpose(1, 2)
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
             group = query.shape[1] // key.shape[1]
-            for heads, carried in ((self.heads, False), (self.joint, True)):
-                telling = [target for target in chosen if isinstance(target[3], tuple) == carried]
+            for heads, together in ((self.heads, False), (self.joint, True)):
+                telling = [target for target in chosen if isinstance(target[3], tuple) == together]
                 if telling:
                     rows, ats = (torch.tensor(column) for column in list(zip(*telling, strict=True))[1:3])
                     inputs = self.carried[depth][rows, ats]
-                    if not carried:
+                    if not together:
                         inputs = inputs.view(len(telling), -1, attention.head_dim)[
                             torch.arange(len(telling)), [target[3] for target in telling]
                         ]
