@@ -538,17 +538,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="default: the model config's checkpoint.path")
     args = parser.parse_args(argv)
+    if not 0 <= args.yesno_rounds <= args.rounds:
+        parser.error(f"--yesno-rounds={args.yesno_rounds} must be between 0 and --rounds={args.rounds}")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model_cfg = compose_model_config(args.model)
     out = args.out or ROOT / model_cfg.checkpoint.path
     loaded = untrained_model(model_cfg, args.vocab, training_docs(min(args.images, TOKENIZER_SCENES), args.seed))
     model = loaded.model
-    scenes = (
+    fewer_yesno = (
         (scene, image, {**docs, "shapes_yesno": docs["shapes_yesno"][: 2 * args.yesno_rounds]})
         for scene, image, docs in training_docs(args.images, args.seed, args.rounds)
     )
-    train = Examples(loaded, model_cfg, scenes, args.describe, "training")
+    train = Examples(loaded, model_cfg, fewer_yesno, args.describe, "training")
     held_out = args.eval_every and Examples(
         loaded, model_cfg, ((s, draw_scene(s), d) for s, d in eval_scenes()), 1, "held-out"
     )

@@ -409,3 +409,9 @@ def test_answers_depend_on_the_kept_tokens(small_checkpoint, held_out_samples, n
     )
     _, logits = _answers(few, held_out_samples)
     assert logits.shape != native_answers[1].shape or not torch.allclose(logits, native_answers[1], atol=1e-3)
+
+
+def test_yesno_rounds_beyond_the_rounds_are_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        _train_tiny().main(["--rounds", "6", "--yesno-rounds", "7"])
+    assert "--yesno-rounds=7 must be between 0 and --rounds=6" in capsys.readouterr().err
