@@ -538,8 +538,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="default: the model config's checkpoint.path")
     args = parser.parse_args(argv)
-    if not 0 <= args.yesno_rounds <= args.rounds:
-        parser.error(f"--yesno-rounds={args.yesno_rounds} must be between 0 and --rounds={args.rounds}")
+    if args.yesno_rounds < 0:
+        parser.error(f"--yesno-rounds={args.yesno_rounds} must be 0 or more (more than --rounds: all of them)")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model_cfg = compose_model_config(args.model)
