@@ -17,9 +17,9 @@ $(INSTALLED): pyproject.toml scripts/install_env.sh
 	bash scripts/install_env.sh $(VENV)
 	touch $@
 
-## Main job on the built-in default: tiny random LLaVA on the synthetic smoke suite.
+## Main job on the built-in default: the tiny LLaVA trained offline (its checkpoint ships) on the shapes suite.
 demo: $(INSTALLED)
-	$(PY) run.py
+	$(PY) run.py model=tiny_llava_trained benchmark=shapes_image
 
 ## Test suite (what CI runs).
 test: $(INSTALLED)
