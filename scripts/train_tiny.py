@@ -182,13 +182,14 @@ class AttentionGuide(torch.nn.Module):
     """Training-only losses on the hops an answer needs (the answer loss alone does not find them; issue 11's
     notes), on three consecutive layers from ``layer``; `Examples._guides` says which head of which token
     looks where. Each look adds -log(attention mass on the target keys among the keys the query sees), or,
-    for heads that read a shape together, KL(uniform on the target keys || attention): a shape is read from
-    its whole box (a linear probe on the tower's box mean tells it at .86, on the centre patch at .43), and
-    mass alone let a head settle on a few patches. A linear head on what the head carries (its output before
-    ``o_proj``) must tell the target's attributes (colour, shape, cell, letter, ...). The heads are never
-    saved."""
+    for heads that read a shape together, ``spread_weight`` x KL(uniform on the target keys || attention): a
+    shape is read from its whole box (a linear probe on the tower's box mean tells it at .86, on the centre
+    patch at .43), and mass alone let a head settle on a few patches; unweighted, the heads kept .6-.7 of
+    their mass on the box and the read told shapes at .71 where an even read tells them at .94. A linear head
+    on what the head carries (its output before ``o_proj``) must tell the target's attributes (colour, shape,
+    cell, letter, ...). The heads are never saved."""
 
-    def __init__(self, language_model, layer: int, spread_weight: float = 4.0):
+    def __init__(self, language_model, layer: int, spread_weight: float):
         super().__init__()
         self.spread_weight = spread_weight
         self.attentions = [language_model.layers[layer + depth].self_attn for depth in range(3)]
