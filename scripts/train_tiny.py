@@ -24,7 +24,7 @@ Every `--eval-every` steps the held-out split's exact match is printed per task 
 Writes the checkpoint (safetensors, projector + LLM; metadata: tower seed, shapes, seed, command, code
 version) atomically to the model config's ``checkpoint.path``. For a seed, one machine and thread count (2
 threads by default) a run gives the same weights up to float rounding: a CPU matrix product now and then
-rounds differently (1e-7 after two steps in one short run of six); the shipped checkpoint's second run
+rounds differently (1e-7 after two steps, in 2 of 6 short runs); the shipped checkpoint's second run
 matched it bit for bit.
 """
 

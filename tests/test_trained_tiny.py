@@ -280,8 +280,8 @@ def small_checkpoint(tmp_path_factory):
 
 
 def test_training_again_with_the_same_seed_gives_the_same_weights(small_checkpoint, tmp_path):
-    """Up to float rounding: a CPU matrix product now and then rounds differently (1e-7 after two steps, in one
-    run of six); the shipped checkpoint's second run of 1400 steps matched it bit for bit."""
+    """Up to float rounding: a CPU matrix product now and then rounds differently (1e-7 after two steps, in 2 of
+    6 runs); the shipped checkpoint's second run of 1400 steps matched it bit for bit."""
     from safetensors.torch import load_file
 
     _train_tiny().main([*SMALL_RUN, "--out", str(tmp_path / "again.safetensors")])
