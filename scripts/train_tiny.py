@@ -1,31 +1,40 @@
-"""Train the tiny LLaVA that answers: `model=tiny_llava_trained`'s projector and LLM on generated shapes.
+"""Train the tiny models that answer: `model=tiny_llava_trained`'s projector and LLM on generated shapes, and
+`model=tiny_llava_video_trained`'s (``--model tiny_llava_video_trained``) on generated clips.
 
-The vision tower is the config's seeded random CLIP (sin/cos positions), frozen and rebuilt from its seed
-(never stored). Its features for every training image are computed once, then the projector and the
-4-layer Llama (with its embeddings and LM head) learn to answer the shapes suite's questions
-(`evoprune.harness.shapes_data`: a disjoint seed stream from the evaluation split) in the three smoke
-formats, prompted exactly as lmms-eval prompts them at evaluation (the task files' post prompts, the
-tasks' own ``doc_to_text``, the model's template) with the loss on the answer and EOS only.
+The vision tower is the config's seeded random CLIP or SigLIP (sin/cos positions), frozen and rebuilt from
+its seed (never stored). Its features for every training image or clip are computed once, then the
+projector and the 4-layer LLM (with its embeddings and LM head; LLaVA-Video's newline too) learn to answer
+the suite's questions in its formats, prompted exactly as lmms-eval prompts them at evaluation (the task
+files' post prompts for the model's prompt variant, the tasks' own ``doc_to_text``, the model's template and
+time instruction) with the loss on the answer and EOS only:
 
-- The tokenizer is a byte-level BPE learned on the training prompts, with each "at the <cell>" one token
-  (`train_tokenizer`); it is stored in the checkpoint.
-- `--pack` questions on one scene share one copy of its image in a sequence, each seeing only the image
-  and itself at its own positions (`sequences`), so the image is projected once for all of them.
-- Each image's description ("top left red circle, center blue square", `--describe`) is a further answer.
-- `--curriculum` starts from the shapes' patches alone and adds the background back.
-- `AttentionGuide` (from `--guide-layer`) adds training-only losses hop by hop: each naming word looks up
-  its shape's patches, the last prompt token reads those words (and the right option's word, which read
-  its letter).
+- image: the shapes suite (`evoprune.harness.shapes_data`: a seed stream disjoint from the evaluation split);
+- video: clips like the smoke video suite's (`evoprune.harness.smoke_video.training_clips`: a disjoint seed
+  stream), drawn, written to a temporary mp4 and read back as the harness reads the suite's clips; every
+  clip asks every question kind in every format.
+
+- The tokenizer is a byte-level BPE learned on the training prompts (image: each "at the <cell>" one token;
+  video: Qwen's chat markers kept whole) (`train_tokenizer`); it is stored in the checkpoint.
+- `--pack` questions on one scene share one copy of its image (a clip: its frames, laid out as the harness
+  lays them out, and its time instruction) in a sequence, each seeing only the shared part and itself at
+  its own positions (`sequences`), so the image is projected once for all of them.
+- Image only: each image's description ("top left red circle, center blue square", `--describe`) is a
+  further answer, and `--curriculum` starts from the shapes' patches alone and adds the background back.
+- `AttentionGuide` (from `--guide-layer`) adds training-only losses hop by hop: image: each naming word
+  looks up its shape's patches, the last prompt token reads those words (and the right option's word,
+  which read its letter); video: each colour word looks up its shape in the first and the last frame, the
+  last prompt token reads the question's kind (and, for a direction, the mover's colour word), then the
+  right option's word (`ClipExamples._clip_guides`).
 
 Every `--eval-every` steps the held-out split's exact match is printed per task and category.
 
-    python scripts/train_tiny.py [--images 1000] [--steps 1400] [--seed 0] [--out PATH]
+    python scripts/train_tiny.py [--model tiny_llava_trained] [--images N] [--steps N] [--seed 0] [--out PATH]
 
-Writes the checkpoint (safetensors, projector + LLM; metadata: tower seed, shapes, seed, command, code
-version) atomically to the model config's ``checkpoint.path``. For a seed, one machine and thread count (2
-threads by default) a run gives the same weights up to float rounding: a CPU matrix product now and then
-rounds differently (1e-7 after two steps, in 2 of 6 short runs); the shipped checkpoint's second run
-matched it bit for bit.
+Defaults by media in `RECIPES`. Writes the checkpoint (safetensors, the trained parameters; metadata: tower
+seed, shapes, seed, command, code version, held-out scores) atomically to the model config's
+``checkpoint.path``. For a seed, one machine and thread count (2 threads by default) a run gives the same
+weights up to float rounding: a CPU matrix product now and then rounds differently (1e-7 after two steps,
+in 2 of 6 short runs); the shipped image checkpoint's second run matched it bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,12 +59,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evoprune.harness.generated_data import COLORS, SHAPES  # noqa: E402
+from evoprune.harness.layout import pool_grid, visual_sequence  # noqa: E402
 from evoprune.harness.models import (  # noqa: E402
     BYTE_SPECIALS,
+    IMAGE_TOKEN,
+    QWEN_CHAT_TOKENS,
     build_tiny_llava,
+    build_tiny_llava_video,
     byte_level_tokenizer,
     clip_image_processor,
     loaded_model,
+    qwen_chat_tokenizer,
+    siglip_image_processor,
 )
 from evoprune.harness.outputs import write_bytes  # noqa: E402
 from evoprune.harness.pipeline import encode_frames  # noqa: E402
@@ -69,17 +85,31 @@ from evoprune.harness.shapes_data import (  # noqa: E402
     training_docs,
 )
 from evoprune.harness.smoke_data import draw_scene  # noqa: E402
+from evoprune.harness.smoke_video import (  # noqa: E402
+    DIRECTIONS,
+    KINDS,
+    TASK_KINDS,
+    doc_kind,
+    ensure_smoke_video_data,
+    eval_clip_docs,
+    render_frame,
+    shape_boxes,
+    training_clips,
+    write_mp4,
+)
 from evoprune.harness.trained_checkpoint import checkpoint_metadata, trained_parameters  # noqa: E402
+from evoprune.harness.video import frame_times, read_video, sample_frame_indices, time_instruction  # noqa: E402
 
 TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke"
+VIDEO_TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke_video"
 DESCRIBE_PROMPT = "Describe the image."
 TOKENIZER_SCENES = 300  # training scenes whose prompts the tokenizer is learned on
-DOC_TO_TEXT = {"shapes_vqa": "vqa_doc_to_text", "shapes_yesno": "yesno_doc_to_text", "shapes_mcq": "mcq_doc_to_text"}
 
 
-def task_prompts() -> dict:
-    """Each shapes task's ``doc_to_text`` bound to its file's default ``lmms_eval_specific_kwargs``."""
-    spec = importlib.util.spec_from_file_location("smoke_task_utils", TASK_DIR / "utils.py")
+def task_prompts(task_dir: Path = TASK_DIR, tasks=TASKS, variant: str | None = None) -> dict:
+    """Each task's ``doc_to_text`` bound to its file's ``lmms_eval_specific_kwargs`` as lmms-eval binds them
+    for a model whose prompt variant is ``variant`` (that variant's when the file has one, else the default)."""
+    spec = importlib.util.spec_from_file_location(f"{task_dir.name}_task_utils", task_dir / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
 
@@ -87,11 +117,19 @@ def task_prompts() -> dict:
         pass
 
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+    def load(name: str) -> dict:
+        config = yaml.load((task_dir / name).read_text(), Loader=Loader)
+        included = config.pop("include", None)
+        return {**load(included), **config} if included else config
+
     prompts = {}
-    for task in TASKS:
-        config = yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=Loader)
-        kwargs = config["lmms_eval_specific_kwargs"]["default"]
-        prompts[task] = functools.partial(getattr(utils, DOC_TO_TEXT[task]), lmms_eval_specific_kwargs=kwargs)
+    for task in tasks:
+        config = load(f"{task}.yaml")
+        kwargs = config["lmms_eval_specific_kwargs"]
+        chosen = kwargs[variant] if variant in kwargs else kwargs["default"]
+        function = getattr(utils, config["doc_to_text"].removeprefix("utils."))
+        prompts[task] = functools.partial(function, lmms_eval_specific_kwargs=chosen)
     return prompts
 
 
@@ -122,37 +160,50 @@ def referents(question: str, category: str, scene: dict) -> list[tuple[dict | No
 CELL_PHRASES = [f"at the {cell}" for cell in CELL_NAMES]
 
 
-def train_tokenizer(texts, vocab_size: int):
-    """A byte-level BPE of ``vocab_size`` tokens learned on ``texts`` (the training prompts and answers), and
-    each "at the <cell>" phrase one token: prompts 2-3x shorter than in bytes, and a place named by one token
-    that can look the place up itself (issue 11's notes: the byte tokenizer's models never learned to)."""
+def train_tokenizer(texts, vocab_size: int, special_tokens: tuple[str, ...] = (), phrases: tuple[str, ...] = ()):
+    """A byte-level BPE (`tokenizers.Tokenizer`) of ``vocab_size`` tokens learned on ``texts`` (the training
+    prompts and answers), with ``special_tokens`` after ``BYTE_SPECIALS`` and each of ``phrases`` one token
+    (the image model's "at the <cell>": prompts 2-3x shorter than in bytes, and a place named by one token
+    that can look the place up itself; issue 11's notes: the byte tokenizer's models never learned to)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=BYTE_SPECIALS,
+        special_tokens=BYTE_SPECIALS + list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    backend.add_tokens(CELL_PHRASES)
-    return byte_level_tokenizer(backend)
+    backend.add_tokens(list(phrases))
+    return backend
 
 
 def untrained_model(model_cfg, vocab: int, scenes):
-    """``model_cfg``'s tiny LLaVA before training (tower from ``checkpoint.tower_seed``), on the CPU in
-    float32, with a `train_tokenizer` of ``vocab`` tokens learned on ``scenes`` (0: the byte tokenizer)."""
-    tokenizer = train_tokenizer(training_texts(model_cfg.prompt_template, scenes), vocab) if vocab else None
-    model, tokenizer = build_tiny_llava(model_cfg.tiny, model_cfg.checkpoint.tower_seed, tokenizer)
-    image_processor = clip_image_processor(model.config.vision_config.image_size, model_cfg.pad_to_square)
+    """``model_cfg``'s tiny LLaVA (or LLaVA-Video) before training (tower from ``checkpoint.tower_seed``), on
+    the CPU in float32, with a `train_tokenizer` of ``vocab`` tokens learned on ``scenes`` (as
+    `training_docs` or `smoke_video.training_clips` yields them; 0: the byte tokenizer)."""
+    video = model_cfg.media == "video"
+    tokenizer = None
+    if vocab and video:
+        texts = clip_texts(model_cfg, scenes)
+        tokenizer = qwen_chat_tokenizer(train_tokenizer(texts, vocab, special_tokens=QWEN_CHAT_TOKENS))
+    elif vocab:
+        texts = training_texts(model_cfg.prompt_template, scenes)
+        tokenizer = byte_level_tokenizer(train_tokenizer(texts, vocab, phrases=tuple(CELL_PHRASES)))
+    if video:
+        model, tokenizer = build_tiny_llava_video(model_cfg.tiny, model_cfg.checkpoint.tower_seed, tokenizer)
+        image_processor = siglip_image_processor(model.config.vision_config.image_size)
+    else:
+        model, tokenizer = build_tiny_llava(model_cfg.tiny, model_cfg.checkpoint.tower_seed, tokenizer)
+        image_processor = clip_image_processor(model.config.vision_config.image_size, model_cfg.pad_to_square)
     return loaded_model(model_cfg, model.eval(), tokenizer, image_processor, torch.device("cpu"), torch.float32)
 
 
 def training_texts(template: str, scenes) -> list[str]:
     """The prompts (in ``template``) and answers of ``scenes`` (as `training_docs` yields them), and their
-    descriptions: what the tokenizer is learned on."""
+    descriptions: what the image model's tokenizer is learned on."""
     prompts, texts = task_prompts(), []
     for scene, _, docs in scenes:
         texts.append(describe(scene))
@@ -160,6 +211,34 @@ def training_texts(template: str, scenes) -> list[str]:
             texts += [template.format(prompt=prompts[task](doc)) + " " + doc["answer"] for doc in task_docs]
             texts += [doc["answer"] for doc in task_docs]  # an answer follows "ASSISTANT:" with no space
     return texts
+
+
+def clip_texts(model_cfg, clips) -> list[str]:
+    """The prompts and answers of ``clips`` (as `smoke_video.training_clips` yields them), as the video model
+    is prompted: what its tokenizer is learned on."""
+    prompts, texts = task_prompts(VIDEO_TASK_DIR, TASK_KINDS, model_cfg.lmms_eval_prompts), []
+    for clip, docs in clips:
+        time_text = clip_time_text(model_cfg, clip)
+        for task, task_docs in docs.items():
+            for doc in task_docs:
+                prompt = model_cfg.prompt_template.format(prompt=prompts[task](doc), time_instruction=time_text)
+                texts += [prompt, answer_letter(task, doc)]
+    return texts
+
+
+def clip_time_text(model_cfg, clip: dict) -> str:
+    """The time instruction the harness gives ``clip`` (its times as `video.read_video` reads them)."""
+    timestamps, duration = frame_times(clip["frames"], clip["fps"], model_cfg.video.frames)
+    return time_instruction(model_cfg.video.time_instruction, timestamps, duration)
+
+
+def answer_letter(task: str, doc: dict) -> str:
+    """The letter of ``doc``'s right option in the smoke video ``task``."""
+    if task == "smoke_longvideobench":
+        return "ABCDE"[doc["correct_choice"]]
+    if task == "smoke_videomme":
+        return doc["answer"]
+    return "ABCDE"[doc["candidates"].index(doc["answer"])]
 
 
 SHAPE_HEADS = (0, 1, 2, 3)  # read a named shape's box together (a shape is told by the box's mean, not a patch)
@@ -189,16 +268,16 @@ class AttentionGuide(torch.nn.Module):
     on what the head carries (its output before ``o_proj``) must tell the target's attributes (colour, shape,
     cell, letter, ...). The heads are never saved."""
 
-    def __init__(self, language_model, layer: int, spread_weight: float):
+    def __init__(self, language_model, layer: int, spread_weight: float, attributes: dict[str, int] = ATTRIBUTES):
         super().__init__()
         self.spread_weight = spread_weight
         self.attentions = [language_model.layers[layer + depth].self_attn for depth in range(3)]
         head_dim = self.attentions[0].head_dim
-        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(head_dim, n) for name, n in ATTRIBUTES.items()})
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(head_dim, n) for name, n in attributes.items()})
         width, carried = self.attentions[0].q_proj.in_features, self.attentions[0].o_proj.in_features
-        self.joint = torch.nn.ModuleDict({name: torch.nn.Linear(carried, n) for name, n in ATTRIBUTES.items()})
+        self.joint = torch.nn.ModuleDict({name: torch.nn.Linear(carried, n) for name, n in attributes.items()})
         self.patch_shape = torch.nn.Linear(width, 1 + len(SHAPES))
-        self.probes = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in ATTRIBUTES.items()})
+        self.probes = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in attributes.items()})
         self.inputs, self.carried = [None] * 3, [None] * 3
         for depth, attention in enumerate(self.attentions):
             attention.register_forward_pre_hook(functools.partial(self._keep_inputs, depth), with_kwargs=True)
@@ -301,7 +380,7 @@ class Examples:
 
     def __init__(self, loaded, model_cfg, scenes, describe_repeats: int, name: str):
         self.loaded, self.template, self.prompts = loaded, model_cfg.prompt_template, task_prompts()
-        features, foreground, self.patch_shapes, self.items = [], [], [], []
+        features, foreground, self.patch_shapes, self.items, self.shared = [], [], [], [], {}
         self.patch = patch = loaded.model.config.vision_config.patch_size
         started = time.perf_counter()
         for index, (scene, image, docs) in enumerate(scenes):
@@ -332,18 +411,45 @@ class Examples:
             grouped[item[0]].append(item)
         return [grouped[index] for index in sorted(grouped)]
 
-    def _item(self, index: int, prompt: str, answer: str, label: str, scene: dict, doc: dict | None = None):
-        tokenizer = self.loaded.tokenizer
-        text = self.template.format(prompt=prompt)
-        encoded = tokenizer(text, return_offsets_mapping=True)
-        ids = encoded.input_ids
-        at = ids.index(self.loaded.image_token_id)
-        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        spans = encoded.offset_mapping[at + 1 :]
-        guides = [] if doc is None else self._guides(text, spans, doc, scene, mcq=label.startswith("shapes_mcq"))
-        return index, ids[:at], ids[at + 1 :], answer_ids, label, guides
+    def visual(self, model, index: int, background: float = 1.0, generator=None):
+        """Scene ``index``'s visual embeddings in the LLM (L, D), the patches they are (None: all, in order) and
+        each one's shape label (None: no patch targets). ``background`` < 1 keeps the foreground patches and
+        that share of the others, drawn at random."""
+        features = self.features[index].float()
+        kept = torch.arange(features.shape[0])
+        if background < 1:
+            drawn = torch.rand(features.shape[0], generator=generator) < background
+            kept = torch.nonzero(self.foreground[index] | drawn)[:, 0]
+            features = features[kept]
+        return model.model.multi_modal_projector(features), kept, self.patch_shapes[index][kept]
 
-    def _guides(self, text: str, spans: list, doc: dict, scene: dict, mcq: bool) -> list[tuple]:
+    def visual_length(self, index: int) -> int:
+        """Positions `visual` gives scene ``index`` with all its patches."""
+        return self.features.shape[1]
+
+    def _item(self, index: int, prompt: str, answer: str, label: str, scene: dict, doc: dict | None = None):
+        text = self.template.format(prompt=prompt)
+        at = text.index(IMAGE_TOKEN) + len(IMAGE_TOKEN)
+        return self._tokenized(index, text, at, answer, label, functools.partial(self._guides, doc=doc, scene=scene))
+
+    def _tokenized(self, index: int, text: str, prompt_at: int, answer: str, label: str, guides_of) -> tuple:
+        """(scene index, ids before the image, ids from character ``prompt_at`` on, answer ids + EOS, label,
+        ``guides_of(text, spans of those ids, label)``); the ids between the image and ``prompt_at`` are the
+        scene's ``shared`` ones (the same in every item of the scene)."""
+        tokenizer = self.loaded.tokenizer
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        ids, offsets = encoded.input_ids, encoded.offset_mapping
+        at = ids.index(self.loaded.image_token_id)
+        start = next(i for i in range(at + 1, len(ids)) if offsets[i][0] >= prompt_at)
+        if offsets[start][0] != prompt_at:
+            raise ValueError(f"no token starts at character {prompt_at} of {text!r}")
+        if self.shared.setdefault(index, ids[at + 1 : start]) != ids[at + 1 : start]:
+            raise ValueError(f"scene {index}'s items differ between the image and the question: {text!r}")
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        guides = guides_of(text, offsets[start:], label) if label != "describe" else []
+        return index, ids[:at], ids[start:], answer_ids, label, guides
+
+    def _guides(self, text: str, spans: list, label: str, doc: dict, scene: dict) -> list[tuple]:
         """`AttentionGuide` targets as (depth, head, query position, "text" | "image", key positions or patch
         indices, {attribute: class}), positions counted after the image token:
 
@@ -392,7 +498,7 @@ class Examples:
                     else found
                 )
                 guides.append((1, head, final, "text", np.array([word]), told))
-        if not mcq:
+        if not label.startswith("shapes_mcq"):
             return guides
         for option in re.finditer(r"^(?P<letter>[ABCD])\. (?P<text>.*)$", text, re.MULTILINE):
             right, letter = option["letter"] == doc["answer"], {"letter": "ABCD".index(option["letter"])}
@@ -400,6 +506,163 @@ class Examples:
             guides.append((0, 3, option_word, "text", covering(*option.span("letter")), letter))
             if right:
                 guides.append((2, 0, final, "text", np.array([option_word]), letter))
+        return guides
+
+
+VIDEO_ATTRIBUTES = {
+    "color": len(COLORS),
+    "colors": len(COLORS),
+    "first": 2,
+    "end": 2,
+    "cell": GRID * GRID,
+    "direction": len(DIRECTIONS),
+    "kind": len(KINDS),
+    "letter": 5,
+}
+COLOR_WORDS = re.compile(rf"\b(?:{'|'.join(COLORS)})\b")
+OPTION_LINES = re.compile(r"^\(?(?P<letter>[A-E])[.)] (?P<text>.+)$", re.MULTILINE)
+
+
+class ClipExamples(Examples):
+    """Prompts as token ids around a clip, for the training clips (drawn, written to a temporary mp4 and
+    read back as the harness reads the smoke clips) or the smoke video suite's clips (read from ``folder``).
+
+    ``features``: the tower's features per clip (S, frames, 729, C), fp16; ``shared``: per clip, the ids
+    between the video and the question (its time instruction); ``items`` as `Examples`', from the question on.
+    """
+
+    def __init__(self, loaded, model_cfg, clips, name: str, folder: Path | None = None):
+        self.loaded, self.template = loaded, model_cfg.prompt_template
+        self.prompts = task_prompts(VIDEO_TASK_DIR, TASK_KINDS, model_cfg.lmms_eval_prompts)
+        self.frames, layout = model_cfg.video.frames, loaded.layout
+        if layout.newline != "grid" or layout.pool_stride is None:
+            raise ValueError(f"{model_cfg.name}: training expects pooled frames laid out with a newline per row")
+        vision = loaded.model.config.vision_config
+        self.cell, self.image_size = vision.patch_size * layout.pool_stride, vision.image_size
+        self.pooled = vision.image_size // vision.patch_size // layout.pool_stride
+        features, self.items, self.shared = [], [], {}
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as scratch:
+            for index, (clip, docs) in enumerate(clips):
+                path = Path(scratch) / "clip.mp4" if folder is None else folder / clip["video"]
+                if folder is None:
+                    write_mp4(path, np.stack([render_frame(clip, t) for t in range(clip["frames"])]), clip["fps"])
+                video = read_video(path, self.frames)
+                pixels = loaded.image_processor(list(video.frames), return_tensors="pt").pixel_values
+                with torch.inference_mode():
+                    features.append(encode_frames(loaded, pixels)[0].to(torch.float16))
+                time_text = time_instruction(model_cfg.video.time_instruction, video.timestamps, video.duration)
+                for task, task_docs in docs.items():
+                    for doc in task_docs:
+                        self.items.append(self._clip_item(index, clip, task, doc, time_text))
+                if (index + 1) % 100 == 0:
+                    print(f"{name} features: {index + 1} clips ({time.perf_counter() - started:.0f} s)", flush=True)
+        self.features = torch.stack(features)
+
+    def visual(self, model, index: int, background: float = 1.0, generator=None):
+        """Clip ``index``'s visual sequence as the harness lays it out (projected, pooled, a newline after each
+        row), then its time instruction; every patch kept, no patch targets (``background`` is not used)."""
+        inner = model.model
+        projected = pool_grid(inner.multi_modal_projector(self.features[index].float()), self.loaded.layout.pool_stride)
+        laid_out, _ = visual_sequence(projected, None, inner.image_newline, "grid")
+        shared = inner.language_model.get_input_embeddings()(torch.tensor(self.shared[index], dtype=torch.long))
+        return torch.cat([laid_out, shared]), None, None
+
+    def visual_length(self, index: int) -> int:
+        return self.frames * self.pooled * (self.pooled + 1) + len(self.shared[index])
+
+    def _clip_item(self, index: int, clip: dict, task: str, doc: dict, time_text: str) -> tuple:
+        prompt = self.prompts[task](doc)
+        text = self.template.format(prompt=prompt, time_instruction=time_text)
+        kind = doc_kind(task, doc)
+        guides = functools.partial(self._clip_guides, doc=doc, clip=clip, kind=kind, answer=answer_letter(task, doc))
+        return self._tokenized(index, text, text.index(prompt), answer_letter(task, doc), f"{task}/{kind}", guides)
+
+    def _places(self, clip: dict, frame: int) -> dict[str, tuple[np.ndarray, int]]:
+        """Per shape drawn in sampled frame ``frame`` (by role): the visual sequence positions of the pooled
+        cells its box overlaps, and its 3x3 cell (row-major)."""
+        frames = sample_frame_indices(clip["frames"], self.frames)
+        width, height = clip["size"]
+        places = {}
+        for role, (left, top, right, bottom) in shape_boxes(clip, int(frames[frame])).items():
+            cols, rows = (  # the processor resizes the frame to image_size x image_size
+                np.arange(
+                    max(0, int(low * self.image_size / extent // self.cell)),
+                    min(self.pooled - 1, int(high * self.image_size / extent // self.cell)) + 1,
+                )
+                for low, high, extent in ((left, right, width), (top, bottom, height))
+            )
+            positions = (frame * self.pooled + rows[:, None]) * (self.pooled + 1) + cols[None, :]
+            centre = (min(2, int(3 * (left + right) / 2 / width)), min(2, int(3 * (top + bottom) / 2 / height)))
+            places[role] = (positions.reshape(-1), centre[1] * GRID + centre[0])
+        return places
+
+    def _clip_guides(self, text: str, spans: list, label: str, doc: dict, clip: dict, kind: str, answer: str):
+        """`AttentionGuide` targets (as `Examples._guides`), positions counted from the question on:
+
+        - depth 0, last prompt token: head 2 the question's words (telling its kind), head 0 the shape in the
+          first frame (the mover: telling its colour), head 1 the shapes in the last frame (telling which
+          colours are there); its input to depth 2 tells the answer's colour (or direction);
+        - depth 0, each colour word of the question: head 0 that colour's shape's cells in the first frame,
+          head 1 in the last frame (telling whether it is there, and its 3x3 cell), nowhere when it is not
+          there; the mover's colour word tells its direction at depth 1 (its input), which the last prompt
+          token reads there (head 0) for a direction question;
+        - depth 0, each option's word (its colour, else its last word), head 3: its letter; depth 2, last
+          prompt token, head 0: the right option's word (telling its letter), found by what it names (the
+          answer's colour or direction), as the image recipe's multiple choice.
+        """
+
+        def covering(start: int, end: int) -> np.ndarray:
+            return np.array([position for position, (s, e) in enumerate(spans) if s < end and e > start])
+
+        offset, final = spans[0][0], len(spans) - 1
+        at, end = text.index(doc["question"], offset), text.index(doc["question"], offset) + len(doc["question"])
+        first, last = self._places(clip, 0), self._places(clip, self.frames - 1)
+        colors, direction = list(COLORS), list(DIRECTIONS).index(clip["mover"]["direction"])
+        mover, shown = first["mover"], {clip[role]["color"] for role in last}
+        guides = [
+            (0, 2, final, "text", covering(at, end), {"kind": KINDS.index(kind)}),
+            (0, 0, final, "image", mover[0], {"color": colors.index(clip["mover"]["color"]), "cell": mover[1]}),
+            (
+                0,
+                1,
+                final,
+                "image",
+                np.concatenate([keys for keys, _ in last.values()]),
+                {"colors": [int(c in shown) for c in colors]},
+            ),
+        ]
+        wanted = (
+            {"direction": direction}
+            if kind == "direction"
+            else {"color": colors.index(clip["newcomer" if kind == "appears" else "mover"]["color"])}
+        )
+        guides.append((2, None, final, "text", NOWHERE, wanted))
+        roles = {clip[role]["color"]: role for role in ("mover", "newcomer")}
+        named = []
+        for match in COLOR_WORDS.finditer(text, at, end):
+            word, role = int(covering(*match.span())[-1]), roles.get(match[0])
+            for head, (flag, places) in enumerate(zip(("first", "end"), (first, last), strict=True)):
+                keys, cell = places.get(role, (NOWHERE, None))
+                guides.append(
+                    (0, head, word, "image", keys, {flag: int(len(keys) > 0)} | ({"cell": cell} if len(keys) else {}))
+                )
+            if role == "mover":
+                guides.append((1, None, word, "text", NOWHERE, {"direction": direction}))
+            named.append(word)
+        if kind == "direction":
+            guides.append((1, 0, final, "text", np.array(named[:1]), {"direction": direction}))
+        for option in OPTION_LINES.finditer(text, at):
+            color = COLOR_WORDS.search(option["text"])
+            start, stop = (
+                (option.start("text") + color.start(), option.start("text") + color.end())
+                if color
+                else option.span("text")
+            )
+            word, letter = int(covering(start, stop)[-1]), {"letter": "ABCDE".index(option["letter"])}
+            guides.append((0, 3, word, "text", covering(*option.span("letter")), letter))
+            if option["letter"] == answer:
+                guides.append((2, 0, final, "text", np.array([word]), letter))
         return guides
 
 
@@ -419,15 +682,10 @@ def sequences(model, examples: Examples, rows: list[list[tuple]], background: fl
         index, prefix = items[0][0], items[0][1]
         if any(item[0] != index or item[1] != prefix for item in items):
             raise ValueError("a packed row holds items of one scene with one prefix")
-        features = examples.features[index].float()
-        kept = torch.arange(features.shape[0])
-        if background < 1:
-            drawn = torch.rand(features.shape[0], generator=generator) < background
-            kept = torch.nonzero(examples.foreground[index] | drawn)[:, 0]
-            features = features[kept]
-        visual = inner.multi_modal_projector(features)
+        visual, kept, patch_labels = examples.visual(model, index, background, generator)
         shared = len(prefix) + visual.shape[0]
-        guides.append((-1, row, torch.arange(len(prefix), shared), examples.patch_shapes[index][kept]))
+        if patch_labels is not None:
+            guides.append((-1, row, torch.arange(len(prefix), shared), patch_labels))
         parts, target, segment = [embed(torch.tensor(prefix)), visual], [torch.full((shared,), -100)], [0] * shared
         position = list(range(shared))
         for block, (_, _, suffix, answer, _, item_guides) in enumerate(items, start=1):
@@ -436,11 +694,12 @@ def sequences(model, examples: Examples, rows: list[list[tuple]], background: fl
                 query += start
                 visible = torch.cat([torch.arange(shared), torch.arange(start, query + 1)])
                 keys = torch.from_numpy(keys)
-                keys = (
-                    len(prefix) + torch.searchsorted(kept, keys[torch.isin(keys, kept)])
-                    if kind == "image"
-                    else start + keys
-                )
+                if kind == "image":
+                    keys = len(prefix) + (
+                        keys if kept is None else torch.searchsorted(kept, keys[torch.isin(keys, kept)])
+                    )
+                else:
+                    keys = start + keys
                 guides.append((depth, row, query, head, keys, attributes, visible))
             parts.append(embed(torch.tensor(suffix + answer[:-1])))
             block_target = torch.full((length,), -100)
@@ -492,7 +751,7 @@ def held_out_accuracy(model, examples: Examples) -> dict[str, float]:
     for items in examples.by_scene():
         embeds, labels, mask, positions, _ = sequences(model, examples, [items], 1.0)
         predicted = logits_of(model, embeds, mask, positions)[0].argmax(-1)
-        offset = len(items[0][1]) + examples.features.shape[1]
+        offset = len(items[0][1]) + examples.visual_length(items[0][0])
         for item in items:
             length = len(item[2]) + len(item[3]) - 1
             answer = slice(offset + length - len(item[3]), offset + length)
@@ -503,10 +762,18 @@ def held_out_accuracy(model, examples: Examples) -> dict[str, float]:
     return {label: round(sum(hits) / len(hits), 3) for label, hits in sorted(correct.items())}
 
 
+# Defaults by the model's media: the image recipe's and the video recipe's (a clip is 4 frames of 169 tokens
+# and its newlines, and the tower takes 0.5 s on it: fewer clips and steps fit the 15 minutes).
+RECIPES = {
+    "image": {"images": 1000, "steps": 1400, "pack": 8, "curriculum": 300, "eval_every": 700},
+    "video": {"images": 350, "steps": 650, "pack": 6, "curriculum": 0, "eval_every": 650},
+}
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_llava_trained", help="the model config to train")
-    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--images", type=int, help="training images, or clips (default: the model's recipe's)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the three tasks' questions per image")
     parser.add_argument(
         "--yesno-rounds",
@@ -515,17 +782,16 @@ def main(argv: list[str] | None = None) -> Path:
         help="rounds whose yes/no pair is trained (learned first: fewer leave the other tasks more of each step)",
     )
     parser.add_argument("--describe", type=int, default=4, help="description examples per image (0: none)")
-    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--steps", type=int)
     parser.add_argument(
         "--vocab", type=int, default=600, help="BPE tokens learned on the training prompts (0: the byte tokenizer)"
     )
     parser.add_argument("--batch", type=int, default=8, help="scenes per step")
-    parser.add_argument("--pack", type=int, default=8, help="questions per scene and step, behind one image")
+    parser.add_argument("--pack", type=int, help="questions per scene and step, behind one image")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
         "--curriculum",
         type=int,
-        default=300,
         help="steps over which the background patches return (0: all from the start)",
     )
     parser.add_argument(
@@ -539,9 +805,7 @@ def main(argv: list[str] | None = None) -> Path:
         help="weight of a spread-evenly look (a shape's box) against a look by mass, within the attention loss",
     )
     parser.add_argument("--tell-weight", type=float, default=8.0, help="weight of the guide's attribute loss")
-    parser.add_argument(
-        "--eval-every", type=int, default=700, help="held-out accuracy every N steps and at the end (0: never)"
-    )
+    parser.add_argument("--eval-every", type=int, help="held-out accuracy every N steps and at the end (0: never)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="default: the model config's checkpoint.path")
@@ -551,19 +815,31 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model_cfg = compose_model_config(args.model)
+    for name, value in RECIPES[model_cfg.media].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     out = args.out or ROOT / model_cfg.checkpoint.path
-    loaded = untrained_model(model_cfg, args.vocab, training_docs(min(args.images, TOKENIZER_SCENES), args.seed))
+    if model_cfg.media == "video":
+        loaded = untrained_model(model_cfg, args.vocab, training_clips(min(args.images, TOKENIZER_SCENES), args.seed))
+        train = ClipExamples(loaded, model_cfg, training_clips(args.images, args.seed), "training")
+        held_out = args.eval_every and ClipExamples(
+            loaded, model_cfg, eval_clip_docs(ensure_smoke_video_data()), "held-out", ensure_smoke_video_data()
+        )
+        attributes = VIDEO_ATTRIBUTES
+    else:
+        loaded = untrained_model(model_cfg, args.vocab, training_docs(min(args.images, TOKENIZER_SCENES), args.seed))
+        fewer_yesno = (
+            (scene, image, {**docs, "shapes_yesno": docs["shapes_yesno"][: 2 * args.yesno_rounds]})
+            for scene, image, docs in training_docs(args.images, args.seed, args.rounds)
+        )
+        train = Examples(loaded, model_cfg, fewer_yesno, args.describe, "training")
+        held_out = args.eval_every and Examples(
+            loaded, model_cfg, ((s, draw_scene(s), d) for s, d in eval_scenes()), 1, "held-out"
+        )
+        attributes = ATTRIBUTES
     model = loaded.model
-    fewer_yesno = (
-        (scene, image, {**docs, "shapes_yesno": docs["shapes_yesno"][: 2 * args.yesno_rounds]})
-        for scene, image, docs in training_docs(args.images, args.seed, args.rounds)
-    )
-    train = Examples(loaded, model_cfg, fewer_yesno, args.describe, "training")
-    held_out = args.eval_every and Examples(
-        loaded, model_cfg, ((s, draw_scene(s), d) for s, d in eval_scenes()), 1, "held-out"
-    )
     elapsed = time.perf_counter() - started
-    print(f"{len(train.items)} examples on {len(train.features)} images; features in {elapsed:.0f} s")
+    print(f"{len(train.items)} examples on {len(train.features)} images or clips; features in {elapsed:.0f} s")
 
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -573,7 +849,9 @@ def main(argv: list[str] | None = None) -> Path:
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     language_model = model.model.language_model
-    guide = AttentionGuide(language_model, args.guide_layer, args.spread_weight) if args.guide_layer >= 0 else None
+    guide = None
+    if args.guide_layer >= 0:
+        guide = AttentionGuide(language_model, args.guide_layer, args.spread_weight, attributes)
     extra = list(guide.parameters()) if guide else []
     optimizer = torch.optim.AdamW(list(trained.values()) + extra, lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)

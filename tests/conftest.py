@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -82,6 +83,57 @@ def read_docs(data_dir: Path, task: str) -> list[dict]:
 def file_tree(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder`` by relative path, with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_tiny_script():
+    """``scripts/train_tiny.py`` as a module."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import train_tiny
+
+    return train_tiny
+
+
+def answers_and_logits(cfg, samples) -> tuple[list[str], torch.Tensor]:
+    """``cfg``'s greedy answers to ``samples`` ((image or video path, prompt, sample id)) and the logits of every
+    generated position, concatenated."""
+    from evoprune.harness.pipeline import generate
+    from evoprune.harness.pruning import build_pruner
+    from evoprune.harness.runner import load_pruned_model
+
+    pruner = build_pruner(cfg.pruner, cfg.budget)
+    loaded, _, _ = load_pruned_model(cfg, pruner)
+    logits = []
+    hook = loaded.model.lm_head.register_forward_hook(lambda module, args, out: logits.append(out.flatten(0, -2)))
+    try:
+        texts = [generate(loaded, pruner, image, prompt, 8, [], sample).text for image, prompt, sample in samples]
+    finally:
+        hook.remove()
+        pruner.detach(loaded.model)
+    return texts, torch.cat(logits)
+
+
+def chance_of_at_least(right: int, questions: int, chance: float) -> float:
+    """P(a guesser right with probability ``chance`` per question gets at least ``right`` of ``questions``)."""
+    return sum(
+        math.comb(questions, k) * chance**k * (1 - chance) ** (questions - k) for k in range(right, questions + 1)
+    )
+
+
+def assert_packed_as_alone(train_tiny, model, examples, blocks) -> None:
+    """Each item of ``blocks`` (rows of items of one scene) scores in its packed row as in its own sequence:
+    the same logits (to 1e-5) and targets."""
+    with torch.no_grad():
+        embeds, labels, mask, positions, _ = train_tiny.sequences(model, examples, blocks, 1.0)
+        packed = train_tiny.logits_of(model, embeds, mask, positions)
+        for row, block in enumerate(blocks):
+            end = len(block[0][1]) + examples.visual_length(block[0][0])
+            for item in block:
+                alone = train_tiny.sequences(model, examples, [[item]], 1.0)
+                length = len(item[2]) + len(item[3]) - 1
+                expected = train_tiny.logits_of(model, *[alone[0], alone[2], alone[3]])[0, -length:]
+                assert torch.allclose(packed[row, end : end + length], expected, atol=1e-5)
+                assert torch.equal(labels[row, end : end + length], alone[1][0, -length:])
+                end += length
 
 
 def local_task_manager(include_path: Path):

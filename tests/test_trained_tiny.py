@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, compose_config
+from conftest import (
+    REPO_ROOT,
+    answers_and_logits,
+    assert_packed_as_alone,
+    chance_of_at_least,
+    compose_config,
+    train_tiny_script,
+)
 
 from evoprune.harness.models import load_model, sincos_2d
 from evoprune.harness.shapes_data import (
@@ -80,19 +87,8 @@ def test_description_and_foreground_follow_the_scene():
     assert np.array_equal(mask, covered)
 
 
-def _train_tiny():
-    import sys
-
-    from conftest import REPO_ROOT
-
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import train_tiny
-
-    return train_tiny
-
-
 def test_referents_are_the_shapes_the_question_names_in_order():
-    train_tiny = _train_tiny()
+    train_tiny = train_tiny_script()
     red = {"color": "red", "cell": 0, "shape": "circle"}
     blue = {"color": "blue", "cell": 4, "shape": "square"}
     scene = {"shapes": [red, blue]}
@@ -109,7 +105,7 @@ def test_referents_are_the_shapes_the_question_names_in_order():
 
 @pytest.fixture(scope="module")
 def shapes_examples():
-    train_tiny = _train_tiny()
+    train_tiny = train_tiny_script()
     cfg = _trained_cfg()
     loaded = train_tiny.untrained_model(cfg, 600, training_docs(3, seed=0, rounds=2))
     return train_tiny, loaded, train_tiny.Examples(loaded, cfg, training_docs(3, seed=0, rounds=2), 1, "test")
@@ -190,18 +186,7 @@ def test_packed_items_score_as_if_each_had_its_own_sequence(shapes_examples):
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         items = examples.by_scene()[1]
-        with torch.no_grad():
-            embeds, labels, mask, positions, _ = train_tiny.sequences(model, examples, [items[:3], items[3:]], 1.0)
-            packed = train_tiny.logits_of(model, embeds, mask, positions)
-            for row, block in enumerate((items[:3], items[3:])):
-                end = len(block[0][1]) + examples.features.shape[1]
-                for item in block:
-                    alone = train_tiny.sequences(model, examples, [[item]], 1.0)
-                    length = len(item[2]) + len(item[3]) - 1
-                    expected = train_tiny.logits_of(model, *[alone[0], alone[2], alone[3]])[0, -length:]
-                    assert torch.allclose(packed[row, end : end + length], expected, atol=1e-5)
-                    assert torch.equal(labels[row, end : end + length], alone[1][0, -length:])
-                    end += length
+        assert_packed_as_alone(train_tiny, model, examples, [items[:3], items[3:]])
     model.set_attn_implementation("sdpa")
 
 
@@ -275,7 +260,7 @@ SMALL_RUN = "--images 4 --rounds 2 --steps 2 --batch 2 --pack 3 --eval-every 0 -
 def small_checkpoint(tmp_path_factory):
     """A checkpoint of two training steps (the script's code path, not a useful model)."""
     out = tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors"
-    _train_tiny().main([*SMALL_RUN, "--out", str(out)])
+    train_tiny_script().main([*SMALL_RUN, "--out", str(out)])
     return out
 
 
@@ -284,11 +269,11 @@ def test_training_again_with_the_same_seed_gives_the_same_weights(small_checkpoi
     6 runs); the shipped checkpoint's second run of 1400 steps matched it bit for bit."""
     from safetensors.torch import load_file
 
-    _train_tiny().main([*SMALL_RUN, "--out", str(tmp_path / "again.safetensors")])
+    train_tiny_script().main([*SMALL_RUN, "--out", str(tmp_path / "again.safetensors")])
     first, again = load_file(str(small_checkpoint)), load_file(str(tmp_path / "again.safetensors"))
     assert first.keys() == again.keys()
     assert [name for name in first if not torch.allclose(first[name], again[name], rtol=0, atol=1e-5)] == []
-    _train_tiny().main([*SMALL_RUN, "--seed", "1", "--out", str(tmp_path / "other.safetensors")])
+    train_tiny_script().main([*SMALL_RUN, "--seed", "1", "--out", str(tmp_path / "other.safetensors")])
     other = load_file(str(tmp_path / "other.safetensors"))
     differ = [name for name in first if first[name].shape != other[name].shape or not first[name].equal(other[name])]
     assert len(differ) > len(first) // 2  # another seed: other training scenes (and vocabulary), other weights
@@ -352,7 +337,7 @@ def held_out_samples():
     """Two held-out questions per shapes task: (image, prompt, id)."""
     from PIL import Image
 
-    train_tiny = _train_tiny()
+    train_tiny = train_tiny_script()
     folder, prompts, samples = ensure_shapes_data(), train_tiny.task_prompts(), []
     for task in TASKS:
         for line in (folder / f"{task}.jsonl").read_text().splitlines()[:2]:
@@ -361,40 +346,24 @@ def held_out_samples():
     return samples
 
 
-def _answers(cfg, samples) -> tuple[list[str], torch.Tensor]:
-    """``cfg``'s greedy answers to ``samples`` and the logits of every generated position, concatenated."""
-    from evoprune.harness.pipeline import generate
-    from evoprune.harness.pruning import build_pruner
-    from evoprune.harness.runner import load_pruned_model
-
-    pruner = build_pruner(cfg.pruner, cfg.budget)
-    loaded, _, _ = load_pruned_model(cfg, pruner)
-    logits = []
-    hook = loaded.model.lm_head.register_forward_hook(lambda module, args, out: logits.append(out.flatten(0, -2)))
-    try:
-        texts = [generate(loaded, pruner, image, prompt, 8, [], sample).text for image, prompt, sample in samples]
-    finally:
-        hook.remove()
-        pruner.detach(loaded.model)
-    return texts, torch.cat(logits)
-
-
 @pytest.fixture(scope="module")
 def native_answers(held_out_samples):
-    return _answers(compose_config("model=tiny_llava_trained"), held_out_samples)
+    return answers_and_logits(compose_config("model=tiny_llava_trained"), held_out_samples)
 
 
 @pytest.mark.parametrize("pruner", PRUNERS)
 def test_every_pruner_at_the_full_budget_answers_as_native(pruner, held_out_samples, native_answers):
     full = compose_config("model=tiny_llava_trained", f"pruner={pruner}", "budget=576")
-    texts, logits = _answers(full, held_out_samples)
+    texts, logits = answers_and_logits(full, held_out_samples)
     assert texts == native_answers[0] and logits.shape == native_answers[1].shape
     assert torch.allclose(logits, native_answers[1], atol=1e-5)
 
 
 def test_answers_depend_on_the_kept_tokens(held_out_samples, native_answers):
     """So the full-budget comparison above can fail: keeping 8 random tokens changes the logits."""
-    _, logits = _answers(compose_config("model=tiny_llava_trained", "pruner=random", "budget=8"), held_out_samples)
+    _, logits = answers_and_logits(
+        compose_config("model=tiny_llava_trained", "pruner=random", "budget=8"), held_out_samples
+    )
     assert logits.shape != native_answers[1].shape or not torch.allclose(logits, native_answers[1], atol=1e-3)
 
 
@@ -421,20 +390,13 @@ def test_the_shipped_model_answers_most_held_out_questions_of_each_task(tmp_path
     accuracy = {task: sum(task_scores) / len(task_scores) for task, task_scores in scores.items()}
     assert all(value >= 0.85 for value in accuracy.values()), accuracy
     for task, task_scores in scores.items():  # well above chance: a guesser at the task's best chance rarely does it
-        assert _chance_of_at_least(int(sum(task_scores)), len(task_scores), max(CHANCE[task].values())) < 1e-6
+        assert chance_of_at_least(int(sum(task_scores)), len(task_scores), max(CHANCE[task].values())) < 1e-6
 
 
-def _chance_of_at_least(right: int, questions: int, chance: float) -> float:
-    """P(a guesser right with probability ``chance`` per question gets at least ``right`` of ``questions``)."""
-    return sum(
-        math.comb(questions, k) * chance**k * (1 - chance) ** (questions - k) for k in range(right, questions + 1)
-    )
-
-
-def test_chance_of_at_least():
-    assert _chance_of_at_least(0, 10, 0.3) == pytest.approx(1.0)
-    assert _chance_of_at_least(2, 2, 0.5) == pytest.approx(0.25)
-    assert _chance_of_at_least(60, 120, 0.5) == pytest.approx(0.5 + math.comb(120, 60) / 2**121)
+def testchance_of_at_least():
+    assert chance_of_at_least(0, 10, 0.3) == pytest.approx(1.0)
+    assert chance_of_at_least(2, 2, 0.5) == pytest.approx(0.25)
+    assert chance_of_at_least(60, 120, 0.5) == pytest.approx(0.5 + math.comb(120, 60) / 2**121)
 
 
 def test_the_shipped_checkpoint_records_how_it_was_made():
@@ -449,5 +411,5 @@ def test_the_shipped_checkpoint_records_how_it_was_made():
 
 def test_negative_yesno_rounds_are_refused_before_any_work(capsys):
     with pytest.raises(SystemExit):
-        _train_tiny().main(["--yesno-rounds", "-1"])
+        train_tiny_script().main(["--yesno-rounds", "-1"])
     assert "--yesno-rounds=-1 must be 0 or more" in capsys.readouterr().err

@@ -67,7 +67,8 @@ def test_read_video_samples_a_short_clip_with_repeats_and_times(clips):
     assert video.frames.shape[:1] == (64,) and video.frames.dtype == np.uint8
     assert video.duration == pytest.approx(clip["frames"] / clip["fps"])
     assert video.timestamps[0] == 0 and video.timestamps[-1] == pytest.approx((clip["frames"] - 1) / clip["fps"])
-    text = time_instruction("{duration:.2f}|{frames}|{timestamps}", read_video(path, 2))
+    two = read_video(path, 2)
+    text = time_instruction("{duration:.2f}|{frames}|{timestamps}", two.timestamps, two.duration)
     last = (clip["frames"] - 1) / clip["fps"]
     assert text == f"{clip['frames'] / clip['fps']:.2f}|2|0.00s,{last:.2f}s"
 

@@ -239,6 +239,22 @@ def sincos_2d(side: int, dim: int) -> torch.Tensor:
     return torch.cat([encode(rows), encode(cols)], dim=1).float()
 
 
+def _position_embedding(vision) -> str:
+    positions = vision.get("position_embedding", "random")
+    if positions not in POSITION_EMBEDDINGS:
+        raise ValueError(f"vision.position_embedding={positions!r} is not one of: {', '.join(POSITION_EMBEDDINGS)}")
+    return positions
+
+
+def _use_sincos(tower, vision_config) -> None:
+    """Replace ``tower``'s position table by `sincos_2d` (a [CLS] row first, if any, at zero)."""
+    table = tower.embeddings.position_embedding.weight
+    side = vision_config.image_size // vision_config.patch_size
+    with torch.no_grad():
+        table[: table.shape[0] - side * side] = 0.0
+        table[-side * side :] = sincos_2d(side, vision_config.hidden_size)
+
+
 def build_tiny_llava(
     tiny_cfg, seed: int, tokenizer: PreTrainedTokenizerFast | None = None
 ) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
@@ -250,19 +266,13 @@ def build_tiny_llava(
     """
     tokenizer = build_byte_tokenizer() if tokenizer is None else tokenizer
     vision = tiny_cfg["vision"]
-    positions = vision.get("position_embedding", "random")
-    if positions not in POSITION_EMBEDDINGS:
-        raise ValueError(f"vision.position_embedding={positions!r} is not one of: {', '.join(POSITION_EMBEDDINGS)}")
+    positions = _position_embedding(vision)
     vision_config = CLIPVisionConfig(**vision_config_fields(vision))
     text_config = LlamaConfig(**_text_fields(tiny_cfg["text"], tokenizer))
     config = llava_config(vision_config, text_config, tokenizer, tiny_cfg["feature_layer"])
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
     if positions == "sincos":
-        table = model.model.vision_tower.embeddings.position_embedding.weight
-        side = vision_config.image_size // vision_config.patch_size
-        with torch.no_grad():
-            table[0] = 0.0
-            table[1:] = sincos_2d(side, vision_config.hidden_size)
+        _use_sincos(model.model.vision_tower, vision_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
@@ -270,15 +280,28 @@ def build_tiny_llava(
 QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
 
 
+def qwen_chat_tokenizer(backend=None) -> PreTrainedTokenizerFast:
+    """The tiny LLaVA-Video's tokenizer: ``backend`` (a `tokenizers.Tokenizer` whose vocabulary starts with
+    ``BYTE_SPECIALS``; default the byte-level one) with Qwen's chat markers and no BOS (as Qwen2);
+    ``<|im_end|>`` is EOS."""
+    if backend is None:
+        tokenizer = build_byte_tokenizer(bos=False, extra_specials=QWEN_CHAT_TOKENS)
+    else:
+        tokenizer = byte_level_tokenizer(backend, bos=False, extra_specials=QWEN_CHAT_TOKENS)
+    tokenizer.eos_token = "<|im_end|>"
+    return tokenizer
+
+
 def build_tiny_llava_video(
-    tiny_cfg, seed: int
+    tiny_cfg, seed: int, tokenizer: PreTrainedTokenizerFast | None = None
 ) -> tuple[LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast]:
     """A seeded random LLaVA-Video: SigLIP with the real depth and grid, small widths, a small Qwen2.
 
-    The tokenizer is byte-level with Qwen's chat markers and no BOS (as Qwen2); ``<|im_end|>`` is EOS.
+    ``tokenizer``: default `qwen_chat_tokenizer`'s byte-level one. ``vision.position_embedding: sincos``
+    as in `build_tiny_llava` (SigLIP has no [CLS]).
     """
-    tokenizer = build_byte_tokenizer(bos=False, extra_specials=QWEN_CHAT_TOKENS)
-    tokenizer.eos_token = "<|im_end|>"
+    tokenizer = qwen_chat_tokenizer() if tokenizer is None else tokenizer
+    positions = _position_embedding(tiny_cfg["vision"])
     vision_config = SiglipVisionConfig(**vision_config_fields(tiny_cfg["vision"]), vision_use_head=False)
     text_fields = _text_fields(tiny_cfg["text"], tokenizer)
     text_fields["bos_token_id"] = None
@@ -293,6 +316,8 @@ def build_tiny_llava_video(
         vision_feature_select_strategy="full",
     )
     model = _seeded(lambda: LlavaOnevisionForConditionalGeneration(config), seed)
+    if positions == "sincos":
+        _use_sincos(model.model.vision_tower, vision_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
@@ -407,19 +432,20 @@ def _build_tiny(model_cfg, seed: int):
     """The seeded random tiny model; with ``checkpoint``, its tower from ``checkpoint.tower_seed`` and
     the trained projector + LLM from the file (`evoprune.harness.trained_checkpoint`)."""
     checkpoint = model_cfg.get("checkpoint")
-    if model_cfg["architecture"] == "llava":
-        if not checkpoint:
-            model, tokenizer = build_tiny_llava(model_cfg["tiny"], seed)
-        else:
-            from evoprune.harness.trained_checkpoint import load_trained, read_checkpoint
+    video = model_cfg["architecture"] != "llava"
+    build = build_tiny_llava_video if video else build_tiny_llava
+    if not checkpoint:
+        model, tokenizer = build(model_cfg["tiny"], seed)
+    else:
+        from evoprune.harness.trained_checkpoint import load_trained, read_checkpoint
 
-            stored = read_checkpoint(model_cfg)
-            model, tokenizer = build_tiny_llava(model_cfg["tiny"], checkpoint["tower_seed"], stored.tokenizer())
-            load_trained(model, model_cfg, stored)
-        image_size = model.config.vision_config.image_size
-        return model, tokenizer, clip_image_processor(image_size, model_cfg["pad_to_square"])
-    model, tokenizer = build_tiny_llava_video(model_cfg["tiny"], seed)
-    return model, tokenizer, siglip_image_processor(model.config.vision_config.image_size)
+        stored = read_checkpoint(model_cfg)
+        model, tokenizer = build(model_cfg["tiny"], checkpoint["tower_seed"], stored.tokenizer(video))
+        load_trained(model, model_cfg, stored)
+    image_size = model.config.vision_config.image_size
+    if video:
+        return model, tokenizer, siglip_image_processor(image_size)
+    return model, tokenizer, clip_image_processor(image_size, model_cfg["pad_to_square"])
 
 
 def load_model(model_cfg, device: torch.device, dtype: torch.dtype, seed: int) -> LoadedModel:

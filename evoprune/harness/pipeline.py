@@ -64,7 +64,8 @@ def prepare_inputs(loaded: LoadedModel, visual, question: str) -> tuple[torch.Te
             raise ValueError(f"got a video file ({visual}), but this model reads {loaded.media}s")
         clip = read_video(visual, loaded.video.frames)
         pixel_values = loaded.image_processor(list(clip.frames), return_tensors="pt").pixel_values
-        time_text = time_instruction(loaded.video.time_instruction, clip) if loaded.video.time_instruction else ""
+        template = loaded.video.time_instruction
+        time_text = time_instruction(template, clip.timestamps, clip.duration) if template else ""
         prompt = build_prompt(loaded.prompt_template, question, time_text)
     else:
         raise TypeError(f"a visual must be a PIL image or a video file path, got {type(visual).__name__}")

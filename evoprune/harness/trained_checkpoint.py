@@ -1,10 +1,10 @@
 """Checkpoints of the trained tiny models: what is stored, and loading one with every check.
 
 A checkpoint (safetensors, written by ``scripts/train_tiny.py``) holds only what training changed: the
-projector, the LLM and its LM head. The frozen vision tower is rebuilt from ``checkpoint.tower_seed``;
-the file's metadata records that seed, the ``tiny`` shapes and the tokenizer it was trained with (a
-byte-level BPE learned on the training prompts), and a checkpoint whose seed or shapes differ from its
-config is refused, naming the mismatch.
+projector, the LLM and its LM head (and LLaVA-Video's newline). The frozen vision tower is rebuilt from
+``checkpoint.tower_seed``; the file's metadata records that seed, the ``tiny`` shapes and the tokenizer it
+was trained with (a byte-level BPE learned on the training prompts), and a checkpoint whose seed or shapes
+differ from its config is refused, naming the mismatch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from evoprune.harness.resume import code_version
 
 FORMAT = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAINED_PARTS = ("model.multi_modal_projector.", "model.language_model.", "lm_head.")
+TRAINED_PARTS = ("model.multi_modal_projector.", "model.language_model.", "lm_head.", "model.image_newline")
 
 
 class CheckpointError(ModelUnavailableError):
@@ -29,7 +29,8 @@ class CheckpointError(ModelUnavailableError):
 
 
 def trained_parameters(model) -> dict[str, torch.nn.Parameter]:
-    """The parameters a checkpoint holds, by name: the projector, the LLM and the LM head."""
+    """The parameters a checkpoint holds, by name: the projector, the LLM and the LM head (and LLaVA-Video's
+    newline embedding)."""
     return {name: p for name, p in model.named_parameters() if name.startswith(TRAINED_PARTS)}
 
 
@@ -71,15 +72,17 @@ class StoredCheckpoint:
     metadata: dict
     state: dict[str, torch.Tensor]
 
-    def tokenizer(self):
-        """The tokenizer trained with the weights (``metadata["tokenizer"]``), or None for the byte-level one."""
+    def tokenizer(self, qwen_chat: bool = False):
+        """The tokenizer trained with the weights (``metadata["tokenizer"]``), or None for the byte-level one;
+        ``qwen_chat``: as `models.qwen_chat_tokenizer` makes it (LLaVA-Video)."""
         if "tokenizer" not in self.metadata:
             return None
         from tokenizers import Tokenizer
 
-        from evoprune.harness.models import byte_level_tokenizer
+        from evoprune.harness.models import byte_level_tokenizer, qwen_chat_tokenizer
 
-        return byte_level_tokenizer(Tokenizer.from_str(self.metadata["tokenizer"]))
+        backend = Tokenizer.from_str(self.metadata["tokenizer"])
+        return qwen_chat_tokenizer(backend) if qwen_chat else byte_level_tokenizer(backend)
 
 
 def read_checkpoint(model_cfg) -> StoredCheckpoint:

@@ -63,13 +63,20 @@ def read_video(path: str | Path, frames: int) -> VideoClip:
         raise VideoReadError(f"cannot decode video {path}: {reason}") from err
     if not fps > 0:
         raise VideoReadError(f"video reports average fps {fps}, cannot place its frames in time: {path}")
-    return VideoClip(frames=pixels, timestamps=[int(i) / fps for i in indices], duration=total / fps)
+    timestamps, duration = frame_times(total, fps, frames)
+    return VideoClip(frames=pixels, timestamps=timestamps, duration=duration)
 
 
-def time_instruction(template: str, clip: VideoClip) -> str:
+def frame_times(total: int, fps: float, frames: int) -> tuple[list[float], float]:
+    """The times (s) of the ``frames`` frames `sample_frame_indices` picks of ``total`` frames at ``fps``, and
+    the video's duration (s)."""
+    return [int(i) / fps for i in sample_frame_indices(total, frames)], total / fps
+
+
+def time_instruction(template: str, timestamps: list[float], duration: float) -> str:
     """The model card's time instruction: ``template`` with ``duration``, ``frames`` and ``timestamps``.
 
     ``timestamps`` is ``",".join(f"{t:.2f}s")`` over the sampled frames, as the model card joins them.
     """
-    timestamps = ",".join(f"{t:.2f}s" for t in clip.timestamps)
-    return template.format(duration=clip.duration, frames=len(clip.frames), timestamps=timestamps)
+    joined = ",".join(f"{t:.2f}s" for t in timestamps)
+    return template.format(duration=duration, frames=len(timestamps), timestamps=joined)
