@@ -93,7 +93,7 @@ from evoprune.harness.smoke_video import (  # noqa: E402
     doc_kind,
     ensure_smoke_video_data,
     eval_clip_docs,
-    render_frame,
+    render_clip,
     shape_boxes,
     training_clips,
     write_mp4,
@@ -547,7 +547,7 @@ class ClipExamples(Examples):
             for index, (clip, docs) in enumerate(clips):
                 path = Path(scratch) / "clip.mp4" if folder is None else folder / clip["video"]
                 if folder is None:
-                    write_mp4(path, np.stack([render_frame(clip, t) for t in range(clip["frames"])]), clip["fps"])
+                    write_mp4(path, render_clip(clip), clip["fps"])
                 video = read_video(path, self.frames)
                 pixels = loaded.image_processor(list(video.frames), return_tensors="pt").pixel_values
                 with torch.inference_mode():

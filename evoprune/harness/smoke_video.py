@@ -84,7 +84,7 @@ def _write_dataset(folder: Path) -> None:
     clips = [_make_clip(i, np.random.default_rng([SEED, 0, i])) for i in range(N_CLIPS)]
     (folder / "videos").mkdir()
     for clip in clips:
-        write_mp4(folder / clip["video"], _render(clip), clip["fps"])
+        write_mp4(folder / clip["video"], render_clip(clip), clip["fps"])
     builders = {f"smoke_mvbench_{name}": _mvbench_builder(kind) for name, kind in MVBENCH_SUBTASKS.items()}
     builders["smoke_longvideobench"] = _lvb_docs
     builders["smoke_videomme"] = _videomme_docs
@@ -164,7 +164,7 @@ def render_frame(clip: dict, frame: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def _render(clip: dict) -> np.ndarray:
+def render_clip(clip: dict) -> np.ndarray:
     """All frames as a uint8 array (frames, height, width, 3)."""
     return np.stack([render_frame(clip, t) for t in range(clip["frames"])])
 
