@@ -575,9 +575,9 @@ class ClipExamples(Examples):
     def _clip_item(self, index: int, clip: dict, task: str, doc: dict, time_text: str) -> tuple:
         prompt = self.prompts[task](doc)
         text = self.template.format(prompt=prompt, time_instruction=time_text)
-        kind = doc_kind(task, doc)
-        guides = functools.partial(self._clip_guides, doc=doc, clip=clip, kind=kind, answer=answer_letter(task, doc))
-        return self._tokenized(index, text, text.index(prompt), answer_letter(task, doc), f"{task}/{kind}", guides)
+        kind, answer = doc_kind(task, doc), answer_letter(task, doc)
+        guides = functools.partial(self._clip_guides, doc=doc, clip=clip, kind=kind, answer=answer)
+        return self._tokenized(index, text, text.index(prompt), answer, f"{task}/{kind}", guides)
 
     def _places(self, clip: dict, frame: int) -> dict[str, tuple[np.ndarray, int]]:
         """Per shape drawn in sampled frame ``frame`` (by role): the visual sequence positions of the pooled
