@@ -3,19 +3,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint clean table1 table2 table3 fig1 fig3 fig4 sweep
+.PHONY: install lock check-latest demo test lint clean table1 table2 table3 fig1 fig3 fig4 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task.
 # The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
-# weights or data) stops before rendering unless FALLBACK is set (fig3: then FALLBACK's line is printed
-# and the renderer decides), 1 (some sample failed) still renders, then fails.
+# weights or data, a run folder in use) stops before rendering unless FALLBACK is set (fig3: then FALLBACK's
+# line is printed and the renderer decides); 1 (some sample failed) and 3 (a run's scoring failed, its answers
+# kept) still render, then fail.
 SWEEP_ARGS = $(if $(LIMIT),limit=$(LIMIT))
 
+## Set up .venv from requirements.lock (exact versions, hashes checked), then a tiny real evaluation.
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml scripts/install_env.sh
+$(INSTALLED): requirements.lock pyproject.toml scripts/install_env.sh scripts/lock_diff.py
 	bash scripts/install_env.sh $(VENV)
 	touch $@
+
+## Regenerate requirements.lock from pyproject.toml's ranges (uv; then make install picks it up).
+lock:
+	bash scripts/lock.sh
+
+## Drift check: the newest versions pyproject.toml allows, in a scratch venv (.venv-latest), against a
+## fast subset of the tests; prints which packages differ from the lock and what broke.
+check-latest:
+	bash scripts/check_latest.sh .venv-latest
 
 ## Main job on the built-in default: the tiny LLaVA trained offline (its checkpoint ships) on the shapes suite.
 demo: $(INSTALLED)
@@ -57,7 +68,7 @@ RENDER ?= scripts/render_table.py
 sweep:
 	@status=0; $(PY) run.py -m +experiment=$(EXPERIMENT) $(SWEEP_ARGS) || status=$$?; \
 	if [ $$status -eq 2 ] && [ -n "$(FALLBACK)" ]; then echo "$(FALLBACK)"; status=0; \
-	elif [ $$status -ne 0 ] && [ $$status -ne 1 ]; then exit $$status; fi; \
+	elif [ $$status -ne 0 ] && [ $$status -ne 1 ] && [ $$status -ne 3 ]; then exit $$status; fi; \
 	$(PY) $(RENDER) +experiment=$(EXPERIMENT) $(SWEEP_ARGS) && exit $$status
 
 ## Lint and format check.
@@ -66,4 +77,4 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check evoprune baselines tests scripts run.py
 
 clean:
-	rm -rf $(VENV) results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data
+	rm -rf $(VENV) .venv-latest results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data

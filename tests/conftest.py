@@ -161,12 +161,12 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def kill_when(proc, ready, sig, timeout=300):
-    """Send ``sig`` as soon as ``ready()`` holds; fail if the process ends first."""
+def kill_when(proc, ready, sig, timeout=300) -> int:
+    """Send ``sig`` as soon as ``ready()`` holds and return the process's exit status; fail if it ends first."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "the run finished before it could be interrupted"
         assert time.monotonic() < deadline, "timed out waiting to interrupt the run"
         time.sleep(0.01)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    return proc.wait(timeout=60)

@@ -91,7 +91,7 @@ def test_bad_evoprune_options_fail_before_loading(override, message, no_heavy_wo
 
 
 def test_schedule_window_beyond_the_layers_is_a_config_error():
-    result = run_py("pruner=evoprune", "budget=32", "pruner.schedule=first", "pruner.n=40", "limit=1")
+    result = run_py("pruner=evoprune", "budget=32", "pruner.schedule=first", "pruner.n=40", "limit=2")
     assert result.returncode == 2
     assert "N in [1, 23]" in result.stderr and "N=40" in result.stderr
 
@@ -116,7 +116,7 @@ def test_run_py_bad_budget_exits_nonzero_with_message():
 
 def test_real_benchmark_without_datasets_fails_before_the_model_loads(tmp_path):
     offline = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = run_py("benchmark=image", "limit=1", f"output_dir={tmp_path / 'runs'}", env=offline)
+    result = run_py("benchmark=image", "limit=2", f"output_dir={tmp_path / 'runs'}", env=offline)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Could not load the datasets of benchmark 'image'" in result.stderr
     assert "benchmark=smoke_image" in result.stderr

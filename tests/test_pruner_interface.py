@@ -15,6 +15,7 @@ import torch
 from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
+from evoprune.harness.overrides import check_group_choices
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner, check_selection, pruner_class
 from evoprune.harness.settings import ConfigError
 
@@ -63,6 +64,7 @@ def _run(external: Path, tmp_path: Path, *overrides: str) -> subprocess.Complete
     args = [
         "pruner=keep_first",
         "limit=1",
+        "benchmark.tasks=[smoke_vqa,smoke_mcq]",
         "progress=false",
         f"output_dir={tmp_path}",
         "hydra.searchpath=[pkg://mypkg.configs]",
@@ -98,13 +100,10 @@ def test_a_pruner_breaking_the_selection_contract_is_rejected_by_name(external_p
 
 
 def test_unknown_group_choice_lists_the_search_path_configs_too(external_package):
-    sys.path.insert(0, str(REPO_ROOT))
-    import run
-
     argv = ["pruner=keep_firs", f"hydra.searchpath=[file://{external_package / 'mypkg' / 'configs'}]"]
-    problem = run.check_group_choices(argv)
+    problem = check_group_choices(argv)
     assert "keep_first" in problem and "fastervlm" in problem and "mypkg/configs/pruner/" in problem
-    assert run.check_group_choices(["pruner=keep_first", *argv[1:]]) is None
+    assert check_group_choices(["pruner=keep_first", *argv[1:]]) is None
 
 
 def _cfg(**fields):

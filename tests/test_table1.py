@@ -5,6 +5,7 @@ per task), in one process as `make table1 SMOKE=1 LIMIT=2` runs it, into a tempo
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
 from evoprune.harness.paper import load_paper_table
+from evoprune.harness.resume import parse_journal
 from evoprune.harness.runner import run_dir
 
 # The paper's 19 cells and two extra rows at one budget: one merging in the encoder, one reducing before the
@@ -29,9 +31,11 @@ def sweep(tmp_path_factory):
     args = [*ARGS, f"output_dir={root / 'runs'}", "progress=false"]
     folders = [run_dir(compose_config(*ARGS, f"output_dir={root / 'runs'}", *cell_overrides(c))) for c in CELLS]
     tenth_journal = folders[9] / "partial" / "journal.jsonl"
-    kill_when(start(["-m", *args], root / "first"), lambda: count_lines(tenth_journal) >= 1, signal.SIGINT)
+    first = start(["-m", *args], root / "first")
+    first_status = kill_when(first, lambda: count_lines(tenth_journal) >= 1, signal.SIGINT)
     before = {f.name: (f / "run.json").read_bytes() for f in folders if (f / "run.json").exists()}
     journaled = count_lines(tenth_journal)
+    journal_rejected = parse_journal(tenth_journal)[1]
     second = subprocess.run(
         [sys.executable, "run.py", "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200
     )
@@ -54,6 +58,9 @@ def sweep(tmp_path_factory):
         "folders": folders,
         "before": before,
         "journaled": journaled,
+        "journal_rejected": journal_rejected,
+        "first_status": first_status,
+        "first_stderr": (root / "first.err").read_text(),
         "second": second,
         "render": render,
     }
@@ -76,6 +83,17 @@ def test_killed_sweep_resumes_without_recomputing(sweep):
     assert sweep["journaled"] >= 1 and records[9]["resumed_samples"] == sweep["journaled"]
     assert all(r["resumed_samples"] == 0 for r in records[10:])
     assert not any((f / "partial").exists() for f in folders)
+
+
+def test_ctrl_c_ends_the_sweep_with_one_line_status_130_and_an_intact_journal(sweep):
+    assert sweep["first_status"] == 130
+    stderr = sweep["first_stderr"]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"interrupted after (\d+) of 6 samples of (\S+); rerun the same command to resume .*", last)
+    assert match, last
+    assert int(match[1]) == sweep["journaled"] and match[2] == str(sweep["folders"][9])
+    assert sweep["journal_rejected"] == []  # every journal line whole and intact
 
 
 def test_smoke_table_renders_all_19_rows_beside_the_paper_then_the_extra_rows(sweep):

@@ -96,6 +96,8 @@ class PrunedLlava(lmms):
         self.progress = progress
         self.journal = journal
         self.records: list[SampleRecord] = []
+        self.total = 0  # requests handed to generate_until
+        self.answered_all = False  # generate_until returned an answer for every request
 
     def _answer(self, request: Instance) -> SampleRecord:
         question, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
@@ -134,14 +136,16 @@ class PrunedLlava(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers = []
         errors = resumed = 0
-        bar = tqdm(requests, desc="samples", unit="sample", disable=not self.progress, dynamic_ncols=True)
-        for request in bar:
-            record = self._answer(request)
-            self.records.append(record)
-            errors += record.error is not None
-            resumed += record.from_journal
-            bar.set_postfix(errors=errors, resumed=resumed)
-            answers.append(record.answer)
+        self.total += len(requests)
+        with tqdm(requests, desc="samples", unit="sample", disable=not self.progress, dynamic_ncols=True) as bar:
+            for request in bar:
+                record = self._answer(request)
+                self.records.append(record)
+                errors += record.error is not None
+                resumed += record.from_journal
+                bar.set_postfix(errors=errors, resumed=resumed)
+                answers.append(record.answer)
+        self.answered_all = len(self.records) == self.total
         return answers
 
     def loglikelihood(self, requests):

@@ -23,7 +23,7 @@ import os
 import subprocess
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,7 +158,7 @@ def completion_record(identity: dict, samples: int, errors: int, resumed: int) -
         "config_hash": config_hash(identity),
         "code_version": code_version(),
         "git_commit": git_commit(),
-        "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "samples": samples,
         "errors": errors,
         "resumed_samples": resumed,
@@ -220,7 +220,7 @@ def _journal_line(record: dict) -> dict:
     return {"crc32": _crc(record), "record": record}
 
 
-def _parse_journal(path: Path) -> tuple[dict[tuple[str, int], dict], list[str]]:
+def parse_journal(path: Path) -> tuple[dict[tuple[str, int], dict], list[str]]:
     """Valid successful records by sample key (first wins) and a reason per rejected line."""
     records: dict[tuple[str, int], dict] = {}
     rejected = []
@@ -309,7 +309,7 @@ def _load_partial(plan: RunPlan) -> None:
         return
     if not plan.journal.path.exists():
         return
-    plan.journal.reused, plan.journal.rejected = _parse_journal(plan.journal.path)
+    plan.journal.reused, plan.journal.rejected = parse_journal(plan.journal.path)
     plan.notes.append(f"{plan.folder.name}: resuming, {len(plan.journal.reused)} answered sample(s) from the journal")
     if plan.journal.rejected:
         plan.notes.append(

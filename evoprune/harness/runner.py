@@ -5,8 +5,11 @@ that order, before the next heavier step starts. Evaluation goes through lmms-ev
 (`simple_evaluate` with a model instance) because its CLI exits 0 when evaluation fails.
 
 Runs resume (`resume.py`): a complete run of the same config and code is skipped, an interrupted
-one continues from its journal. Within one process (a Hydra multirun with the basic launcher)
-lmms-eval's task index and the last loaded model are kept between runs.
+one continues from its journal. One process at a time writes a run folder (`run_lock.py`). When
+lmms-eval's scoring or aggregation raises after the answers, the answers are kept beside the journal
+and the run stays incomplete (`RunStopped`); Ctrl-C becomes `RunInterrupted`, which says how far the
+run got. Within one process (a Hydra multirun with the basic launcher) lmms-eval's task index and the
+last loaded model are kept between runs.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from omegaconf import OmegaConf
 
 from evoprune.harness.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.lmms_model import PrunedLlava
+from evoprune.harness.machine_load import load_warning, machine_load, snapshot
 from evoprune.harness.models import LoadedModel, load_model, locate_weights, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
 from evoprune.harness.pruning import Pruner, build_pruner, locate_pruner_weights
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
-from evoprune.harness.resume import RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
+from evoprune.harness.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
+from evoprune.harness.run_lock import check_not_held, run_folder_lock
 from evoprune.harness.settings import ConfigError, check_config, check_device
 from evoprune.harness.video_metrics import derived_metrics
 
@@ -226,13 +231,60 @@ def load_pruned_model(cfg, pruner: Pruner) -> tuple[LoadedModel, torch.device, t
     return loaded, device, dtype
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; its message says how far the run got and how to resume."""
+
+
+class RunStopped(RuntimeError):
+    """A run ended part-way after its samples were answered (lmms-eval's scoring or aggregation raised):
+    every answer is kept, the run is incomplete, a rerun re-scores it from the journal."""
+
+
+def failing_task(err: BaseException) -> str | None:
+    """The lmms-eval task being scored when ``err`` was raised, read off the frames it passed through
+    (lmms-eval's evaluator holds it as ``task`` while scoring a sample and ``task_output`` while
+    aggregating); the innermost one wins. None when no frame held one."""
+    name = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame_locals = tb.tb_frame.f_locals
+        for key in ("task", "task_output"):  # in one frame, task_output is the current one
+            obj = frame_locals.get(key)
+            candidate = getattr(obj, "task_name", None) or getattr(getattr(obj, "config", None), "task", None)
+            if isinstance(candidate, str):
+                name = candidate
+        tb = tb.tb_next
+    return name
+
+
+def _stop_part_way(target: Path, lm: PrunedLlava, err: Exception) -> RunStopped:
+    """Keep the answers of a run whose evaluation raised: ``partial/samples.jsonl`` (answers, timings) and
+    ``partial/failure.json`` beside its journal; the error says what failed and how to resume."""
+    partial = target / PARTIAL
+    rows = [record.to_dict() for record in lm.records]
+    task = failing_task(err)
+    what = f"scoring task {task!r}" if task else "lmms-eval's evaluation"
+    when = "after all samples were answered" if lm.answered_all else f"after {len(rows)} of {lm.total} samples"
+    failure = {"failed": what, "when": when, "error": f"{type(err).__name__}: {err}", "samples_answered": len(rows)}
+    write_jsonl(partial / "samples.jsonl", rows)
+    write_json(partial / "failure.json", failure)
+    return RunStopped(
+        f"{what} failed {when}: {type(err).__name__}: {str(err) or '(no message)'} — the run is incomplete; "
+        f"its {len(rows)} answers and timings are in {partial / 'samples.jsonl'} and its journal; rerun the same "
+        "command to score it again from the journal (no answer is regenerated)"
+    )
+
+
 def evaluate(cfg) -> int:
-    """Run the composed config; return the process exit code (1 when any sample failed)."""
+    """Run the composed config; return the process exit code (1 when any sample failed).
+
+    Raises RunFolderBusy (another process writes the run folder), RunStopped (evaluation failed after
+    samples were answered; they are kept) and RunInterrupted (Ctrl-C; the journal is kept).
+    """
     check_config(cfg)
     target = run_dir(cfg)
-    plan = plan_run(cfg, target)
-    for note in plan.notes:
-        print(note, file=sys.stderr)
+    check_not_held(target)
+    plan = plan_run(cfg, target)  # read-only: a folder of another config is refused before any work
     if plan.complete is not None:
         return _skip(plan)
     pruner = build_pruner(cfg.pruner, cfg.budget)
@@ -241,12 +293,26 @@ def evaluate(cfg) -> int:
     locate_pruner_weights(cfg.pruner)
     judge_plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))
     task_dict = load_tasks(cfg.benchmark, cfg.model, judge_plan)
+    notes: list[str] = []
+    with run_folder_lock(target, notes):
+        plan = plan_run(cfg, target)  # again, now that no other process can change the folder
+        for note in [*notes, *plan.notes]:
+            print(note, file=sys.stderr)
+        if plan.complete is not None:  # another run completed it while this one loaded its tasks
+            return _skip(plan)
+        return _run_locked(cfg, target, plan, pruner, task_dict, judge_plan)
+
+
+def _run_locked(cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dict, judge_plan: JudgePlan) -> int:
     loaded, device, dtype = load_pruned_model(cfg, pruner)
     journal = plan.journal
+    for stale in ("samples.jsonl", "failure.json"):  # a failed attempt's; the journal holds its answers
+        (target / PARTIAL / stale).unlink(missing_ok=True)
     journal.start()
     lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal)
     from lmms_eval.evaluator import simple_evaluate
 
+    load_start = snapshot()
     try:
         results = simple_evaluate(
             model=lm,
@@ -260,19 +326,46 @@ def evaluate(cfg) -> int:
             fewshot_random_seed=cfg.seed,
             verbosity=cfg.log_level,
         )
+        load = machine_load(load_start, snapshot())
+        if results is None:
+            raise RuntimeError("lmms-eval returned no results")
+        rows, metrics, latency, summary = _score(cfg, lm, results, task_dict, judge_plan, device, dtype, load)
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            f"interrupted after {len(lm.records)} of {lm.total or '?'} samples of {target}; "
+            "rerun the same command to resume (answered samples are kept in its journal)"
+        ) from None
+    except Exception as err:
+        raise _stop_part_way(target, lm, err) from err
     finally:
         journal.close()
         pruner.detach(loaded.model)
-    if results is None:
-        raise RuntimeError("lmms-eval returned no results")
 
+    with staged_directory(target) as staging:
+        write_text(staging / "config.yaml", OmegaConf.to_yaml(redacted_config(cfg)))
+        write_jsonl(staging / "samples.jsonl", rows)
+        write_json(staging / "metrics.json", metrics)
+        write_json(staging / "latency.json", latency)
+        write_text(staging / "summary.txt", summary + "\n")
+        record = completion_record(plan.identity, len(rows), metrics["errors"], metrics["resumed_samples"])
+        write_json(staging / RUN_RECORD, record)
+    print(summary)
+    print(f"\nresults: {target}")
+    if metrics["errors"]:
+        print(f"\n{metrics['errors']} of {metrics['samples']} samples failed; reasons in {target / 'samples.jsonl'}")
+        return 1
+    return 0
+
+
+def _score(cfg, lm: PrunedLlava, results: dict, task_dict: dict, judge_plan: JudgePlan, device, dtype, load: dict):
+    """The run's per-sample rows, metrics, latency (with the machine's load) and its summary text."""
     metric_names = {name: [m["metric"] for m in task.config.metric_list] for name, task in task_dict.items()}
     rows = join_records(lm.records, results["samples"], metric_names)
     metrics = task_metrics(results, rows, judge_plan)
     metrics["derived"] = derived_metrics(rows)
     resumed = sum(row["from_journal"] for row in rows)
     metrics["resumed_samples"] = resumed
-    metrics["journal_lines_rejected"] = len(journal.rejected)
+    metrics["journal_lines_rejected"] = len(lm.journal.rejected)
     latency = latency_summary(rows)
     latency["meta"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -281,6 +374,7 @@ def evaluate(cfg) -> int:
         "model": cfg.model.name,
         "pruner": cfg.pruner.name,
         "budget": cfg.budget,
+        "machine_load": load,
     }
     native, why_not = _native_comparison(cfg, latency["meta"])
     latency["relative_to_native"] = relative_latency(latency, native) if native else None
@@ -292,17 +386,7 @@ def evaluate(cfg) -> int:
     summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
     if resumed:
         summary += f"\n({resumed} of {len(rows)} samples re-used from the journal of an interrupted run)"
-
-    with staged_directory(target) as staging:
-        write_text(staging / "config.yaml", OmegaConf.to_yaml(redacted_config(cfg)))
-        write_jsonl(staging / "samples.jsonl", rows)
-        write_json(staging / "metrics.json", metrics)
-        write_json(staging / "latency.json", latency)
-        write_text(staging / "summary.txt", summary + "\n")
-        write_json(staging / RUN_RECORD, completion_record(plan.identity, len(rows), metrics["errors"], resumed))
-    print(summary)
-    print(f"\nresults: {target}")
-    if metrics["errors"]:
-        print(f"\n{metrics['errors']} of {metrics['samples']} samples failed; reasons in {target / 'samples.jsonl'}")
-        return 1
-    return 0
+    warning = load_warning(load)
+    if warning:
+        summary += f"\n{warning}"
+    return rows, metrics, latency, summary

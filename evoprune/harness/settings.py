@@ -122,6 +122,21 @@ def check_limit(limit) -> None:
         raise ConfigError(f"limit={limit!r} must be a positive integer (samples per task) or null for all samples")
 
 
+def check_limit_fits_tasks(limit, benchmark_cfg) -> None:
+    """A ``limit`` keeps whole groups of every task scored over groups of questions
+    (``benchmark.limit_multiple_of``: task -> group size)."""
+    if limit is None:
+        return
+    for task, size in (benchmark_cfg.get("limit_multiple_of") or {}).items():
+        if task in benchmark_cfg.tasks and limit % size:
+            lower, higher = limit - limit % size, limit - limit % size + size
+            shown = f"limit={lower} or limit={higher}" if lower else f"limit={higher}"
+            raise ConfigError(
+                f"limit={limit} splits the question groups of task {task} ({size} questions each; its score needs "
+                f"whole groups); accepted: a multiple of {size}, e.g. {shown}"
+            )
+
+
 def check_ranges(cfg) -> None:
     """Ranges of the typed fields (after `check_types`)."""
     if not 0 <= cfg.seed <= SEED_MAX:
@@ -190,4 +205,5 @@ def check_config(cfg) -> None:
     check_video(cfg.model)
     check_types(cfg)
     check_ranges(cfg)
+    check_limit_fits_tasks(cfg.limit, cfg.benchmark)
     check_device(cfg.device)
