@@ -110,13 +110,14 @@ def test_a_failed_aggregation_keeps_every_answer_and_a_rerun_rescores_without_ge
     assert first.returncode == 3, first.stderr[-3000:]
     errors = [line for line in first.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in first.stderr
-    assert "scoring task 'failing_yesno' failed after all samples were answered" in errors[0]
+    assert "scoring task 'failing_yesno' failed after all 2 samples were answered" in errors[0]
     assert "AssertionError: MME only supports pairwise evaluation" in errors[0]
     assert not (folder / "run.json").exists()  # incomplete
     kept = [json.loads(line) for line in (folder / "partial" / "samples.jsonl").read_text().splitlines()]
     assert len(kept) == 2 and all(row["answer"] is not None and row["times"]["total"] > 0 for row in kept)
     failure = json.loads((folder / "partial" / "failure.json").read_text())
     assert failure["failed"] == "scoring task 'failing_yesno'" and failure["samples_answered"] == 2
+    assert "aggregate_or_fail" in "".join(failure["traceback"])
 
     (tasks / "fail").unlink()
     second = run_py(*args)

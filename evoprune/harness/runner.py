@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import traceback
 from functools import lru_cache
 from pathlib import Path
 
@@ -258,20 +259,35 @@ def failing_task(err: BaseException) -> str | None:
 
 
 def _stop_part_way(target: Path, lm: PrunedLlava, err: Exception) -> RunStopped:
-    """Keep the answers of a run whose evaluation raised: ``partial/samples.jsonl`` (answers, timings) and
-    ``partial/failure.json`` beside its journal; the error says what failed and how to resume."""
+    """Keep what a run whose evaluation raised got done: ``partial/samples.jsonl`` (answers, timings) and
+    ``partial/failure.json`` (what failed, with the traceback) beside its journal; the error says what
+    failed and how to resume."""
     partial = target / PARTIAL
     rows = [record.to_dict() for record in lm.records]
     task = failing_task(err)
     what = f"scoring task {task!r}" if task else "lmms-eval's evaluation"
-    when = "after all samples were answered" if lm.answered_all else f"after {len(rows)} of {lm.total} samples"
-    failure = {"failed": what, "when": when, "error": f"{type(err).__name__}: {err}", "samples_answered": len(rows)}
-    write_jsonl(partial / "samples.jsonl", rows)
+    if lm.answered_all:
+        when = f"after all {len(rows)} samples were answered"
+    elif rows:
+        when = f"after {len(rows)} of {lm.total} samples"
+    else:
+        when = "before any sample was answered"
+    failure = {
+        "failed": what,
+        "when": when,
+        "error": f"{type(err).__name__}: {err}",
+        "samples_answered": len(rows),
+        "traceback": traceback.format_exception(err),
+    }
     write_json(partial / "failure.json", failure)
+    error = f"{type(err).__name__}: {str(err) or '(no message)'}"
+    message = f"{what} failed {when}: {error} (traceback in {partial / 'failure.json'})"
+    if not rows:
+        return RunStopped(message)
+    write_jsonl(partial / "samples.jsonl", rows)
     return RunStopped(
-        f"{what} failed {when}: {type(err).__name__}: {str(err) or '(no message)'} — the run is incomplete; "
-        f"its {len(rows)} answers and timings are in {partial / 'samples.jsonl'} and its journal; rerun the same "
-        "command to score it again from the journal (no answer is regenerated)"
+        f"{message}; the run is incomplete: its {len(rows)} answers and timings are in {partial / 'samples.jsonl'} "
+        "and its journal; rerunning the same command re-uses them (no answer is generated again)"
     )
 
 
