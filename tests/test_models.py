@@ -6,7 +6,7 @@ from conftest import compose_config
 from PIL import Image
 
 from evoprune.harness.models import build_byte_tokenizer, build_tiny_llava, resolve_dtype
-from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate
+from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate, truncate_at_stop
 from evoprune.harness.pruning import Pruner, VisualTokens
 from evoprune.harness.timing import STAGES
 
@@ -105,6 +105,13 @@ def test_stop_strings_truncate(tiny_loaded):
     stop = full.text[1:3]
     cut = generate(tiny_loaded, Pruner(None), _image(), "Describe.", max_new_tokens=8, until=[stop])
     assert stop not in cut.text and full.text.startswith(cut.text)
+
+
+def test_several_stop_strings_cut_at_the_earliest_occurrence_not_the_first_listed():
+    assert truncate_at_stop("yes. USER: no\n\nmore", ["\n\n", "USER:"]) == ("yes. ", True)
+    assert truncate_at_stop("yes. USER: no\n\nmore", ["USER:", "\n\n"]) == ("yes. ", True)
+    assert truncate_at_stop("a\n\nb", ["", "USER:", "\n\n"]) == ("a", True)  # an empty stop is ignored
+    assert truncate_at_stop("nothing to cut", ["USER:"]) == ("nothing to cut", False)
 
 
 def test_question_with_its_own_image_token_is_refused():

@@ -60,10 +60,34 @@ def test_journal_reuses_valid_answers_and_rejects_corrupt_lines(tmp_path):
     assert [json.loads(line)["record"]["doc_id"] for line in path.read_text().splitlines()] == [0, 3]
 
 
-def _complete_run(folder, cfg, code="v1"):
+def test_a_journal_written_by_other_code_is_discarded_not_mixed_in(tmp_path, monkeypatch):
+    cfg = compose_config(f"output_dir={tmp_path}")
+    folder = run_dir(cfg)
+    monkeypatch.setattr(resume, "code_version", lambda: "v1")
+    _journal_with(folder, cfg, [_record(0), _record(1)])
+    assert sorted(plan_run(cfg, folder).journal.reused) == [("smoke_vqa", 0), ("smoke_vqa", 1)]  # same code
+    monkeypatch.setattr(resume, "code_version", lambda: "v2")  # same config, newer code
+    plan = plan_run(cfg, folder)
+    assert plan.journal.reused == {} and plan.complete is None
+    assert any("journal from code version v1 (now v2): discarded" in note for note in plan.notes)
+
+
+def test_journal_lines_that_are_json_but_no_record_are_rejected_not_fatal(tmp_path):
+    cfg = compose_config(f"output_dir={tmp_path}")
+    folder = run_dir(cfg)
+    path = _journal_with(folder, cfg, [_record(0)])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('123\nnull\n"x"\n[1]\n{"crc32": 1}\n{"crc32": 1, "record": 5}\n')
+    plan = plan_run(cfg, folder)
+    assert sorted(plan.journal.reused) == [("smoke_vqa", 0)]
+    assert [reason.split(":")[0] for reason in plan.journal.rejected] == [f"line {n}" for n in range(2, 8)]
+    assert any("6 corrupt journal line(s) rejected" in note for note in plan.notes)
+
+
+def _complete_run(folder, cfg, code="v1", errors=0):
     for name in resume.FINAL_FILES:
         write_text(folder / name, "{}\n")
-    record = completion_record(identity_config(cfg), samples=1, errors=0, resumed=0)
+    record = completion_record(identity_config(cfg), samples=1, errors=errors, resumed=0)
     write_json(folder / resume.RUN_RECORD, {**record, "code_version": code})
 
 
@@ -78,6 +102,18 @@ def test_complete_run_is_skipped_only_with_same_config_and_code(tmp_path, monkey
     monkeypatch.setattr(resume, "code_version", lambda: "v2")
     plan = plan_run(cfg, folder)
     assert plan.complete is None and "recomputing" in plan.notes[0]
+
+
+def test_rerunning_a_stored_run_with_failed_samples_still_reports_failure(tmp_path, no_heavy_work, capsys):
+    from evoprune.harness import runner
+
+    failed = compose_config(f"output_dir={tmp_path}", "limit=2")
+    _complete_run(run_dir(failed), failed, code=resume.code_version(), errors=1)
+    assert runner.evaluate(failed) == 1  # skipped, not recomputed (no_heavy_work), and still a failure
+    assert "1 sample error(s)" in capsys.readouterr().out
+    clean = compose_config(f"output_dir={tmp_path}", "limit=4")
+    _complete_run(run_dir(clean), clean, code=resume.code_version())
+    assert runner.evaluate(clean) == 0
 
 
 def test_folder_of_a_different_config_is_refused_not_reused(tmp_path):

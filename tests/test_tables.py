@@ -112,3 +112,13 @@ def test_sample_errors_count_as_disagreement():
     assert agreement(ours, native, ["t"]) == 0.5
     assert agreement(ours, native, ["other"]) is None
     assert normalise_answer("  The  Cat. ") == "the cat"
+
+
+def test_a_sample_both_runs_failed_does_not_agree():
+    marker = "[sample error: see samples.jsonl]"  # both answers are the error marker
+    ours = {("t", 0): {"answer": marker, "error": "OSError: x"}, ("t", 1): {"answer": "b", "error": None}}
+    native = {("t", 0): {"answer": marker, "error": "OSError: x"}, ("t", 1): {"answer": "b", "error": None}}
+    assert agreement(ours, native, ["t"]) == 0.5
+    native_failed = {("t", 0): {"answer": "a", "error": "OSError: x"}, ("t", 1): native[("t", 1)]}
+    ours_ok = {("t", 0): {"answer": "a", "error": None}, ("t", 1): ours[("t", 1)]}
+    assert agreement(ours_ok, native_failed, ["t"]) == 0.5  # Native failed alone: no agreement either

@@ -337,3 +337,26 @@ def test_the_real_models_vision_mapping_becomes_siglip_so400m_fields():
     vision = SiglipVisionConfig(**vision_config_fields(compose_config("model=llava_video_7b").model.vision))
     assert (vision.num_hidden_layers, vision.num_attention_heads, vision.hidden_size) == (26, 16, 1152)
     assert (vision.image_size // vision.patch_size) ** 2 == 729
+
+
+# The LongVideoBench paper's (arXiv 2407.15754, Table 2) question categories by level.
+LVB_PAPER_PERCEPTION = {"S2E", "S2O", "S2A", "E2O", "O2E", "T2E", "T2O", "T2A"}
+LVB_PAPER_RELATION = {"E3E", "O3O", "SSS", "SOS", "SAA", "T3E", "T3O", "TOS", "TAA"}
+
+
+@pytest.mark.parametrize("category", sorted(LVB_PAPER_PERCEPTION | LVB_PAPER_RELATION))
+def test_each_longvideobench_category_lands_in_its_papers_level_only(category):
+    from evoprune.harness.video_metrics import in_derived
+
+    row = {"score": {"lvb_acc": {"id": "q", "question_category": category}}}
+    level = "perception" if category in LVB_PAPER_PERCEPTION else "relation"
+    other = "relation" if level == "perception" else "perception"
+    assert in_derived(f"longvideobench_{level}", row) and not in_derived(f"longvideobench_{other}", row)
+    assert in_derived("longvideobench_val", row)
+
+
+def test_an_unknown_longvideobench_category_is_an_error_not_a_guess():
+    from evoprune.harness.video_metrics import in_derived
+
+    with pytest.raises(ValueError, match="unknown question_category 'X9X'"):
+        in_derived("longvideobench_perception", {"score": {"lvb_acc": {"id": "q", "question_category": "X9X"}}})

@@ -187,7 +187,8 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
     return (set(eos) if isinstance(eos, (list, tuple)) else {eos}) | set(loaded.stop_token_ids)
 
 
-def _truncate_at_stop(text: str, until: list[str]) -> tuple[str, bool]:
+def truncate_at_stop(text: str, until: list[str]) -> tuple[str, bool]:
+    """(``text`` cut before the earliest occurrence of any stop string in ``until``, whether one occurred)."""
     cuts = [text.index(stop) for stop in until if stop and stop in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
 
@@ -234,7 +235,7 @@ def generate(
                 break
             generated.append(token)
             if until:  # stop strings need the text so far; without them it is decoded once, after the loop
-                text, stopped = _truncate_at_stop(loaded.tokenizer.decode(generated, skip_special_tokens=True), until)
+                text, stopped = truncate_at_stop(loaded.tokenizer.decode(generated, skip_special_tokens=True), until)
                 if stopped:
                     break
             if len(generated) == max_new_tokens:
