@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lock check-latest demo test lint clean table1 table2 table3 fig1 fig3 fig4 sweep
+.PHONY: install lock check-latest demo test mutate lint clean table1 table2 table3 fig1 fig3 fig4 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task.
 # The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
@@ -32,9 +32,13 @@ check-latest:
 demo: $(INSTALLED)
 	$(PY) run.py model=tiny_llava_trained benchmark=shapes_image
 
-## Test suite (what CI runs).
+## Test suite (what CI runs): one pytest-xdist worker per core (pyproject.toml's addopts).
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+## Mutation testing of the pure modules (mutmut; not in CI; resumes from mutants/): results/mutation.md.
+mutate: $(INSTALLED)
+	$(PY) scripts/mutate.py
 
 ## The paper's Table 1: sweep (Native + 6 methods x {128, 64, 32}, then the 4 baselines it left out) then render results/tables/.
 table1: $(INSTALLED)
@@ -77,4 +81,4 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check evoprune baselines tests scripts run.py
 
 clean:
-	rm -rf $(VENV) .venv-latest results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data
+	rm -rf $(VENV) .venv-latest mutants results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data
