@@ -72,6 +72,22 @@ def test_local_density_by_hand():
     assert torch.allclose(density, torch.tensor([[0.0, 0.0, 1.0 - math.exp(-2.0)]]))
 
 
+def test_local_density_uses_the_euclidean_distance_and_at_most_t_minus_1_neighbours():
+    # unit vectors at 0, 60 and 90 degrees: squared distances 2 - 2 cos = 1 (0-60), 2 (0-90), 2 - sqrt(3) (60-90)
+    angles = torch.tensor([0.0, math.pi / 3, math.pi / 2])
+    vectors = torch.stack([angles.cos(), angles.sin()], dim=-1)[None]
+    squared = torch.tensor([[1.0, 2.0], [1.0, 2.0 - math.sqrt(3)], [2.0, 2.0 - math.sqrt(3)]])
+    tau = 0.8
+    expected = 1.0 - torch.exp(-squared / tau**2).mean(-1)  # both neighbours: K = 5 capped at T - 1 = 2
+    assert torch.allclose(local_density(vectors, k=5, tau=tau), expected[None], atol=1e-6)
+    nearest = 1.0 - torch.exp(-squared.min(-1).values / tau**2)
+    assert torch.allclose(local_density(vectors, k=1, tau=tau), nearest[None], atol=1e-6)
+
+
+def test_no_token_is_protected_when_ctr_times_t_is_below_one():
+    assert protection_levels(torch.arange(3.0)[None], 0.25, r=1).tolist() == [[0.0, 0.0, 0.0]]
+
+
 def test_protected_count_is_min_of_ctr_and_t_minus_2r():
     importance = torch.arange(20.0)[None]
     assert (protection_levels(importance, 0.25, r=2) > 0).sum() == 5

@@ -13,6 +13,7 @@ from evoprune.harness.paper import (
     PAPER_DIR,
     RESIDUAL,
     SPECS,
+    Aggregate,
     aggregate,
     load_paper_table,
     round_like_paper,
@@ -278,3 +279,21 @@ def test_load_paper_table():
         "evoprune_no_div",
         "evoprune",
     ]
+
+
+def test_a_row_with_every_counted_column_missing_has_no_acc_nor_rel():
+    result = aggregate("table3", {"MVBench": None, "LongVideoBench": float("nan")}, None)
+    assert result == Aggregate(None, None, ("MVBench", "LongVideoBench", "VideoMME"), False)
+
+
+def test_rel_is_undefined_only_when_natives_acc_is_zero():
+    zero = {"MVBench": 0.0, "LongVideoBench": 0.0, "VideoMME": 0.0}
+    assert aggregate("table3", {"MVBench": 3.0, "LongVideoBench": 0.0, "VideoMME": 0.0}, zero).rel is None
+    one = {"MVBench": 3.0, "LongVideoBench": 0.0, "VideoMME": 0.0}  # Native's Acc. exactly 1
+    assert aggregate("table3", {"MVBench": 1.5, "LongVideoBench": 0.0, "VideoMME": 0.0}, one).rel == 50.0
+
+
+def test_paper_tables_keep_budgets_as_integers_and_labels_as_text():
+    table = load_paper_table("table1")
+    assert str(table["budget"].dtype) == "Int64" and table["budget"].isna().sum() == 1  # Native only
+    assert table["label"].map(type).eq(str).all() and table["method"].map(type).eq(str).all()

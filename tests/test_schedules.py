@@ -83,3 +83,44 @@ def test_bad_input_names_the_field(kwargs, message):
     arguments = {"num_tokens": 576, "budget": 64, "num_layers": 24, **kwargs}
     with pytest.raises(ScheduleError, match=message):
         merge_schedule(**arguments)
+
+
+def test_increasing_and_decreasing_weights_are_powers_of_alpha():
+    assert layer_weights("increasing", 3, alpha=2.0) == [1.0, 4.0, 9.0]
+    assert layer_weights("decreasing", 3, alpha=2.0) == [9.0, 4.0, 1.0]
+
+
+def test_shares_are_rounded_by_largest_remainder():
+    # R = 5 over weights 1, 2, 3: exact 0.83, 1.67, 2.5 -> 0, 1, 2 and the two largest remainders (layers 0 and 1)
+    assert merge_schedule("increasing", 105, 100, 3, alpha=1.0) == [1, 2, 2]
+
+
+def test_the_smallest_valid_settings_are_accepted():
+    assert layer_weights("mean", 1) == [1.0]
+    assert merge_schedule("mean", 4, 2, num_layers=1) == [2]
+    assert merge_schedule("first", 105, 100, 3, n=3) == merge_schedule("mean", 105, 100, 3)  # N = the layer count
+    assert merge_schedule("constant", 10, 7, 5, r=1) == [1, 1, 1, 0, 0]
+    assert merge_schedule("constant", 10, 7, num_layers=1) == [3]
+
+
+def test_constant_r_never_merges_more_than_half_of_a_layers_tokens():
+    assert merge_schedule("constant", 7, 1, 4, r=5) == [3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("r", [True, 2.5, 0])
+def test_constant_r_must_be_a_positive_integer(r):
+    with pytest.raises(ScheduleError, match=f"needs r \\(tokens merged per layer\\) >= 1 or null; got r={r!r}"):
+        merge_schedule("constant", 10, 7, 5, r=r)
+
+
+@pytest.mark.parametrize("n", [True, 2.0])
+def test_first_n_must_be_an_integer(n):
+    with pytest.raises(ScheduleError, match=f"needs N in \\[1, 4\\] \\(the layer count\\); got N={n!r}"):
+        layer_weights("first", 4, n=n)
+
+
+def test_zero_layers_is_refused_by_every_strategy():
+    with pytest.raises(ScheduleError, match="num_layers=0 must be at least 1"):
+        layer_weights("mean", 0)
+    with pytest.raises(ScheduleError, match="num_layers=0 must be at least 1"):
+        merge_schedule("constant", 10, 7, 0)
