@@ -49,11 +49,16 @@ def _read_holder(handle) -> dict | None:
     return holder if isinstance(holder, dict) else {"pid": "?", "command": f"unreadable lock file: {text[:60]!r}"}
 
 
-def _busy(folder: Path, holder: dict) -> RunFolderBusy:
-    return RunFolderBusy(
-        f"{folder} is being written by another run: {_holder_text(holder)}. Wait for it to finish (this "
-        f"run's results are then complete and a rerun skips it), stop it, or set output_dir=… to run beside it"
-    )
+def _lock_or_busy(handle, folder: Path) -> None:
+    """Take the exclusive lock on ``handle``'s file, or raise `RunFolderBusy` naming its holder."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(handle) or {}
+        raise RunFolderBusy(
+            f"{folder} is being written by another run: {_holder_text(holder)}. Wait for it to finish (this "
+            f"run's results are then complete and a rerun skips it), stop it, or set output_dir=… to run beside it"
+        ) from None
 
 
 def check_not_held(folder: Path) -> None:
@@ -64,10 +69,7 @@ def check_not_held(folder: Path) -> None:
     except FileNotFoundError:
         return
     with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _busy(folder, _read_holder(handle) or {}) from None
+        _lock_or_busy(handle, folder)
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
@@ -81,10 +83,7 @@ def run_folder_lock(folder: Path, notes=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, after the lock is released
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _busy(folder, _read_holder(handle) or {}) from None
+        _lock_or_busy(handle, folder)
         left = _read_holder(handle)
         if left is not None and notes is not None:
             notes.append(f"{folder.name}: taking over the lock left by {_holder_text(left)}, no longer running")

@@ -237,8 +237,8 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class RunStopped(RuntimeError):
-    """A run ended part-way after its samples were answered (lmms-eval's scoring or aggregation raised):
-    every answer is kept, the run is incomplete, a rerun re-scores it from the journal."""
+    """lmms-eval's evaluation raised (its scoring or aggregation, say): the answers given so far are kept,
+    the run is incomplete, and a rerun re-uses them from the journal."""
 
 
 def failing_task(err: BaseException) -> str | None:
@@ -272,15 +272,15 @@ def _stop_part_way(target: Path, lm: PrunedLlava, err: Exception) -> RunStopped:
         when = f"after {len(rows)} of {lm.total} samples"
     else:
         when = "before any sample was answered"
+    error = f"{type(err).__name__}: {str(err) or '(no message)'}"
     failure = {
         "failed": what,
         "when": when,
-        "error": f"{type(err).__name__}: {err}",
+        "error": error,
         "samples_answered": len(rows),
         "traceback": traceback.format_exception(err),
     }
     write_json(partial / "failure.json", failure)
-    error = f"{type(err).__name__}: {str(err) or '(no message)'}"
     message = f"{what} failed {when}: {error} (traceback in {partial / 'failure.json'})"
     if not rows:
         return RunStopped(message)
