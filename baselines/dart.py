@@ -138,8 +138,8 @@ def _official_order(image_pivots: torch.Tensor, text_pivots: torch.Tensor, image
 def _check_positions(image_start, text_start, num_tokens) -> tuple[int, int]:
     """Both positions as ints (`text_start` defaults to right after the image), after checking that they
     place the text after the image."""
-    image_start = _as_position("image_start", image_start)
-    text_start = image_start + num_tokens if text_start is None else _as_position("text_start", text_start)
+    image_start = _as_int("image_start", image_start)
+    text_start = image_start + num_tokens if text_start is None else _as_int("text_start", text_start)
     if image_start < 0 or text_start < image_start + num_tokens:
         raise ValueError(
             f"need 0 <= image_start and text_start >= image_start + {num_tokens} (the text follows the image), "
@@ -148,8 +148,8 @@ def _check_positions(image_start, text_start, num_tokens) -> tuple[int, int]:
     return image_start, text_start
 
 
-def _as_position(name: str, value) -> int:
-    """`value` as an int, or TypeError naming `name`."""
+def _as_int(name: str, value) -> int:
+    """`value` as an int (a bool or a float is refused), or TypeError naming `name`."""
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -160,9 +160,7 @@ def _as_position(name: str, value) -> int:
 
 def _check_inputs(image_keys, image_hidden, budget, num_pivots, text_keys, text_hidden, num_text_pivots) -> int:
     """The budget as an int, after rejecting malformed arguments with a message naming them."""
-    if isinstance(budget, bool):
-        raise TypeError(f"budget must be an integer, got {budget!r}")
-    budget = operator.index(budget)
+    budget = _as_int("budget", budget)
     if image_keys.dim() != 2 or image_hidden.dim() != 2 or image_keys.shape[0] != image_hidden.shape[0]:
         raise ValueError(
             f"image_keys (N, Dk) and image_hidden (N, C) must be 2-D with the same N, got "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -89,6 +90,16 @@ def test_vispruner_round_larger_than_even_side_drops_the_whole_even_side():
     assert vispruner_select(descending_by_index(12), features, 3, 0.0).tolist() == [3, 7, 11]
 
 
+def test_vispruner_float16_features_are_compared_in_float32():
+    # Ratio 0, candidates [0, 1, 2, 3]: even side [0, 2], odd side [1, 3]. Redundancies 0.9998 (token 0
+    # with 1) and 0.99995 (token 2 with 3): token 2 goes. In float16 both round to 1.0 and the tie would
+    # drop token 0.
+    features = torch.tensor([[1.0, 0.02], [1.0, 0.0], [0.01, 1.0], [0.0, 1.0]]).half()
+    scores = descending_by_index(4)
+    assert vispruner_select(scores, features, 3, 0.0).tolist() == [0, 1, 3]
+    assert torch.equal(vispruner_select(scores, features, 3, 0.0), vispruner_select(scores, features.float(), 3, 0.0))
+
+
 def test_vispruner_ties_are_deterministic():
     # All attention and all features equal. Important (2 of budget 4): [0, 1] by lower index.
     # Candidates [2, 3, 4] lose 1: even side [2, 4] tie at redundancy 1; the earlier one (2) goes.
@@ -124,14 +135,16 @@ def test_important_ratio_out_of_range(ratio):
 def test_bad_tensors_are_rejected():
     with pytest.raises(ValueError, match="cls_attention"):
         fastervlm_select(torch.rand(2, 3), 1)
-    with pytest.raises(ValueError, match="cls_attention"):
+    with pytest.raises(ValueError, match="^cls_attention contains NaN or infinite values$"):
         fastervlm_select(torch.tensor([0.1, math.nan]), 1)
     with pytest.raises(TypeError, match="cls_attention"):
         fastervlm_select(torch.tensor([1, 2]), 1)
     with pytest.raises(ValueError, match="features"):
         vispruner_select(torch.rand(5), torch.randn(4, 2), 3)
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="^features contain NaN or infinite values$"):
         vispruner_select(torch.rand(2), torch.tensor([[1.0, math.inf], [0.0, 1.0]]), 1)
+    with pytest.raises(TypeError, match=f"^{re.escape('features must be a floating tensor, got torch.int64')}$"):
+        vispruner_select(torch.rand(2), torch.tensor([[1, 0], [0, 1]]), 1)
 
 
 # --- Properties over random inputs ---------------------------------------------------------------

@@ -3,6 +3,7 @@ L1 visiting order, and the official code's procedure with its Python-set visitin
 
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -139,6 +140,50 @@ def test_equal_key_norms_go_to_the_lower_index():
     assert dart_l1(_keys(1, 2, 2, 2), hidden, budget=2, num_pivots=2).tolist() == [1, 2]
 
 
+def test_ties_among_many_tokens_go_to_the_lower_index():
+    # 20 tokens (an unstable sort reorders equal values from 17 entries on). Equal key norms: the
+    # pivots are the first ones. Equal similarities (tokens 1 … 19 all orthogonal to the pivot 0):
+    # the picks are the first ones.
+    hidden = torch.tensor([[1.0, 0.0]] + [[0.0, 1.0]] * 19)
+    assert dart_l1(_keys(*[3] * 20), hidden, budget=5, num_pivots=5).tolist() == [0, 1, 2, 3, 4]
+    assert dart_l1(_keys(9, *[1] * 19), hidden, budget=6, num_pivots=1).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_similarity_clamps_each_norm_at_1e_8_as_the_official_cosine():
+    # Token 1 points away from the pivot 0 but has norm 1e-10: F.cosine_similarity (eps 1e-8, the
+    # official) gives it -0.01, so the least similar token is 2 (-0.5), not token 1.
+    hidden = torch.tensor([[1.0, 0.0], [-1e-10, 0.0], [-0.5, 0.866], [0.0, 1.0], [1.0, 0.1]])
+    official = torch.nn.functional.cosine_similarity(hidden[:1], hidden, dim=-1)
+    assert official[1:].argmin().item() + 1 == 2
+    assert dart_l1(_keys(9, 1, 1, 1, 1), hidden, budget=2, num_pivots=1).tolist() == [0, 2]
+
+
+def test_half_precision_key_norms_are_summed_beyond_the_float16_range():
+    # L1 norms 16 · 4100 and 16 · 4200 both overflow float16 (max 65504); in float32 token 3 is larger.
+    keys = torch.ones(6, 16, dtype=torch.float16)
+    keys[0], keys[3] = 4100.0, 4200.0
+    hidden = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)).half()
+    for pivot_order in ("official", "l1"):
+        kept = dart_select(keys, hidden, budget=1, num_pivots=1, pivot_order=pivot_order)
+        assert kept.tolist() == [3]
+        assert torch.equal(kept, dart_select(keys.float(), hidden.float(), 1, 1, pivot_order=pivot_order))
+
+
+def test_text_pivot_count_does_not_depend_on_the_key_dimension():
+    # Keys of dimension 2 (fewer than the 4 text pivots): still 4 text pivots.
+    data = _random(2, key_dim=2)
+    assert dart_l1(**data, budget=20).tolist() == _reference(_even_quotas(16, 8), **data)
+    assert len(dart_select(**data, budget=20, count="official")) == 4 + 8 * 2
+
+
+def test_zero_text_pivots_is_the_image_only_selection():
+    data = _random(3)
+    image_only = {k: v for k, v in data.items() if k.startswith("image")}
+    for pivot_order in ("official", "l1"):
+        kept = dart_select(**data, budget=20, num_text_pivots=0, pivot_order=pivot_order, image_start=35)
+        assert kept.tolist() == dart_select(**image_only, budget=20, pivot_order=pivot_order, image_start=35).tolist()
+
+
 # Properties on random inputs.
 
 
@@ -263,6 +308,19 @@ def test_official_order_reads_the_positions_not_the_l1_rank():
     assert select(image_start=2, pivot_order="l1").tolist() == [1, 3, 5]
 
 
+def test_official_order_places_the_image_at_position_0_by_default():
+    # As above with 7 image tokens, the image pivot last (token 6, at 0 deg). Image at 0: positions 6
+    # (image) and 7 (text): image first, it takes 1 and the text pivot 3. Image at 1: 7 and 8 iterate
+    # text first, and the image pivot takes 2.
+    image_hidden = _angles(90, 185, 160, 230, 45, 50, 0)
+    text = {"text_keys": _keys(1), "text_hidden": _angles(20), "num_text_pivots": 1}
+    select = functools.partial(dart_select, _keys(1, 1, 1, 1, 1, 1, 9), image_hidden, 3, 1, **text)
+    assert list({6, 7}) == [6, 7] and list({7, 8}) == [8, 7]
+    assert select(image_start=0).tolist() == [1, 3, 6]
+    assert select(image_start=1).tolist() == [1, 2, 6]
+    assert select().tolist() == [1, 3, 6]
+
+
 def test_the_two_orders_differ_on_most_random_trials():
     """At LLaVA-1.5's shape (576 image tokens, image at 35, official count at max_num_trunction 128)."""
     differ = 0
@@ -296,6 +354,8 @@ def test_official_count_above_the_tokens_is_rejected():
     with pytest.raises(ValueError, match=r"52 image tokens at budget=48, more than the 48"):
         dart_select(**data, budget=48, count="official")
     assert len(dart_select(**data, budget=47, count="official")) == 44
+    # Keeping exactly every image token is allowed: 44 tokens, budget 40 keeps 4 + 8 * 5 = 44.
+    assert dart_select(**_random(0, num_tokens=44), budget=40, count="official").tolist() == list(range(44))
 
 
 def test_prefill_passes_the_sequence_positions(tiny_loaded, monkeypatch):
@@ -343,16 +403,48 @@ def test_non_integer_budget_is_rejected(budget):
         dart_select(**_random(0), budget=budget)
 
 
+@pytest.mark.parametrize("budget", [True, 8.0, "8"])
+def test_a_budget_that_is_not_an_integer_is_rejected_by_name(budget):
+    with pytest.raises(TypeError, match=f"^budget must be an int, got {re.escape(repr(budget))}$"):
+        dart_select(**_random(0), budget=budget)
+
+
+@pytest.mark.parametrize(
+    ("keys_shape", "hidden_shape"), [((48,), (48, 10)), ((48, 12), (48, 10, 1)), ((48, 12, 1), (48, 10))]
+)
+def test_image_tensors_that_are_not_2d_are_rejected(keys_shape, hidden_shape):
+    message = (
+        f"image_keys (N, Dk) and image_hidden (N, C) must be 2-D with the same N, got {keys_shape} and {hidden_shape}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        dart_select(torch.randn(keys_shape), torch.randn(hidden_shape), budget=8)
+
+
+@pytest.mark.parametrize(
+    ("keys_shape", "hidden_shape"),
+    [((0, 12), (0, 10)), ((7, 12), (6, 10)), ((7, 12), (7, 10, 1)), ((7, 12, 1), (7, 10)), ((7, 12, 1), (7, 10, 1))],
+)
+def test_text_tensors_that_are_not_2d_with_the_same_t_are_rejected(keys_shape, hidden_shape):
+    data = _random(0)
+    data["text_keys"], data["text_hidden"] = torch.randn(keys_shape), torch.randn(hidden_shape)
+    shapes = f"got {keys_shape} and {hidden_shape}"
+    message = f"text_keys (T, 12) and text_hidden (T, 10) must be 2-D with the same T >= 1, {shapes}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        dart_select(**data, budget=8)
+
+
 def test_mismatched_shapes_are_rejected():
     data = _random(0)
     with pytest.raises(ValueError, match="image_keys"):
         dart_select(data["image_keys"][:-1], data["image_hidden"], budget=8)
-    with pytest.raises(ValueError, match="text_keys"):
+    with pytest.raises(ValueError, match="^text_keys and text_hidden must be given together$"):
         dart_select(data["image_keys"], data["image_hidden"], 8, text_keys=data["text_keys"])
     with pytest.raises(ValueError, match="text_keys"):
         dart_select(data["image_keys"], data["image_hidden"], 8, 4, data["text_keys"][:, :3], data["text_hidden"])
     with pytest.raises(ValueError, match="num_pivots"):
         dart_select(data["image_keys"], data["image_hidden"], budget=8, num_pivots=0)
+    with pytest.raises(ValueError, match=r"num_text_pivots >= 0, got 4 and -1$"):
+        dart_select(**data, budget=8, num_text_pivots=-1)
 
 
 @pytest.mark.parametrize(
@@ -391,5 +483,7 @@ def test_bad_positions_are_rejected():
         dart_select(**data, budget=8, image_start=-1)
     with pytest.raises(ValueError, match="text_start=40"):
         dart_select(**data, budget=8, image_start=0, text_start=40)
-    with pytest.raises(TypeError, match="image_start"):
+    with pytest.raises(TypeError, match=r"^image_start must be an int, got 3\.0$"):
         dart_select(**data, budget=8, image_start=3.0)
+    with pytest.raises(TypeError, match=r"^text_start must be an int, got 60\.0$"):
+        dart_select(**data, budget=8, text_start=60.0)

@@ -2,6 +2,7 @@
 slow, plainly written reference implementations."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from baselines.cdpruner import (
     gain_floor,
     query_relevance,
 )
-from baselines.divprune import divprune_order, divprune_select
+from baselines.divprune import cosine_distance, divprune_order, divprune_select
 
 # --- slow references ---------------------------------------------------------------------------
 
@@ -71,6 +72,34 @@ def on_circle(degrees: list[float], scales: list[float]) -> torch.Tensor:
 # --- DivPrune ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("dtype", "computed"),
+    [(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float32, torch.float32)]
+    + [(torch.float64, torch.float64)],
+)
+def test_cosine_distance_is_one_minus_cosine_in_float32_or_float64(dtype, computed):
+    # Norms do not matter: the same direction is 0 apart, orthogonal 1, opposite 2.
+    features = torch.tensor([[2.0, 0.0], [0.0, 0.5], [-4.0, 0.0]], dtype=dtype)
+    distance = cosine_distance(features)
+    assert distance.dtype == computed
+    expected = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]], dtype=computed)
+    assert torch.equal(distance, expected)
+
+
+def test_divprune_keeps_float64_precision():
+    # Tilts of 1e-6 and 1.5e-6 rad from token 0: distances 5e-13 and 1.1e-12, both 0 in float32. Token 3
+    # (orthogonal) comes first, token 0 is farthest from it; then token 2 is farther from both than token 1.
+    features = torch.tensor([[1.0, 0.0], [1.0, 1e-6], [1.0, 1.5e-6], [0.0, 1.0]], dtype=torch.float64)
+    assert cosine_distance(features)[0, 1] < cosine_distance(features)[0, 2]
+    assert divprune_order(features, 3).tolist() == [3, 0, 2]
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
+def test_divprune_rejects_features_that_are_not_2d(shape):
+    with pytest.raises(ValueError, match=re.escape(f"features must be (N, C), got shape {shape}")):
+        divprune_order(torch.randn(shape), 2)
+
+
 def test_divprune_hand_worked_circle():
     # Directions 0°, 20°, 40°, 180°: 180° has the farthest nearest neighbour (140°); then 0° is farthest
     # from it (2 vs 1.94, 1.77); then 40° (min 0.234 via 0°) beats 20° (min 0.060). Norms do not matter.
@@ -114,7 +143,7 @@ def test_relevance_is_negated_and_min_max_normalised():
     relevance = query_relevance(image, text)
     assert relevance.argmax().item() == 1  # the token least similar to the text
     expected = torch.tensor([1e-6 / 2, (2 + 1e-6) / 2, (1 + 1e-6) / 2])
-    torch.testing.assert_close(relevance, expected)
+    torch.testing.assert_close(relevance, expected, rtol=1e-6, atol=0.0)  # the offset 1e-6 itself is seen
 
 
 def test_relevance_averages_the_text_chunks():
@@ -124,6 +153,25 @@ def test_relevance_averages_the_text_chunks():
     relevance = query_relevance(image, text)
     assert relevance[0] == relevance[1]
     assert relevance.argmax().item() == 2
+
+
+def test_relevance_weighs_every_text_chunk_alike_whatever_its_norm():
+    # Chunk norms 10 and 1: the mean of the cosines ties tokens 0 and 1; a mean of raw dot products, or
+    # text normalised as a whole, would favour the token along the long chunk.
+    text = torch.tensor([[10.0, 0.0], [0.0, 1.0]])
+    image = torch.tensor([[3.0, 0.0], [0.0, 0.5], [-1.0, -1.0]])
+    for negate in (True, False):
+        relevance = query_relevance(image, text, negate=negate)
+        assert relevance[0] == relevance[1]
+
+
+def test_relevance_without_negation_is_the_min_max_normalised_mean_cosine():
+    # Cosines with the text: +1, −1, 0 → (r + 1 + 1e-6) / 2: the token most similar to the text is the most relevant.
+    text = torch.tensor([[1.0, 0.0]])
+    image = torch.tensor([[2.0, 0.0], [-1.0, 0.0], [0.0, 5.0]])
+    relevance = query_relevance(image, text, negate=False)
+    expected = torch.tensor([(2 + 1e-6) / 2, 1e-6 / 2, (1 + 1e-6) / 2])
+    torch.testing.assert_close(relevance, expected, rtol=1e-6, atol=0.0)
 
 
 def test_constant_relevance_becomes_ones():
@@ -143,6 +191,40 @@ def test_dpp_past_the_rank_fills_by_diagonal():
     directions = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     kernel = conditional_kernel(directions, torch.tensor([1.0, 0.5, 0.8, 0.9]))
     assert dpp_map_greedy(kernel, 4).tolist() == [0, 3, 2, 1]
+
+
+def test_dpp_fill_ties_go_to_the_lower_index():
+    # Twenty copies of one token (rank 1): the greedy takes token 0, every other gain is then 0 and the
+    # fill ranks twenty equal diagonals: by index (an unstable sort scrambles ties from 17 entries on).
+    kernel = torch.ones(20, 20)
+    assert dpp_map_greedy(kernel, 20).tolist() == list(range(20))
+    assert dpp_map_greedy(kernel, 5).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gain_floor_is_64_eps_of_the_kernel_dtype_times_the_largest_diagonal(dtype):
+    kernel = torch.diag(torch.tensor([0.25, 0.125, 0.0625], dtype=dtype))
+    assert gain_floor(kernel).item() == GAIN_FLOOR * torch.finfo(dtype).eps * 0.25
+    assert gain_floor(4 * kernel).item() == GAIN_FLOOR * torch.finfo(dtype).eps * 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dpp_stops_at_a_gain_equal_to_the_floor_and_continues_above_it(dtype):
+    # Tokens 0 and 1 are copies (diagonal 1/4), token 2 is orthogonal with diagonal t. After token 0
+    # the best gain is t (token 1's is 0). t = the floor (64 eps · 1/4, exact in binary): the guard
+    # stops ("not above the floor") and the fill takes token 1 by its larger diagonal; t = 2 × the
+    # floor: the greedy takes token 2.
+    floor = GAIN_FLOOR * torch.finfo(dtype).eps * 0.25
+    for gain, expected in [(floor, [0, 1]), (2 * floor, [0, 2])]:
+        kernel = torch.tensor([[0.25, 0.25, 0.0], [0.25, 0.25, 0.0], [0.0, 0.0, gain]], dtype=dtype)
+        assert gain_floor(kernel).item() == floor
+        assert dpp_map_greedy(kernel, 2).tolist() == expected, gain
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (4,), (2, 2, 2)])
+def test_dpp_rejects_a_kernel_that_is_not_square(shape):
+    with pytest.raises(ValueError, match=re.escape(f"kernel must be square (N, N), got shape {shape}")):
+        dpp_map_greedy(torch.ones(shape), 2)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -226,16 +308,31 @@ def test_dpp_stops_at_an_exact_rank_and_fills(tokens, rank, dtype):
     assert order[rank:] == rest[:12]
 
 
-def test_cdpruner_matches_reference_pipeline():
+def reference_cdpruner(visual, image, text, budget, negate=True) -> list[int]:
+    """The official pipeline with torch's cosine_similarity: relevance (negated mean cosine, min-max with
+    the 1e-6 offset), kernel diag(r) S diag(r), greedy by explicit log-determinants, sorted."""
+    quality = torch.nn.functional.cosine_similarity(image[:, None], text[None], dim=-1).mean(-1)
+    quality = -quality if negate else quality
+    quality = (quality - quality.min() + 1e-6) / (quality.max() - quality.min())
+    kernel = quality[:, None] * torch.nn.functional.cosine_similarity(visual[:, None], visual[None], dim=-1)
+    return sorted(reference_dpp(kernel * quality[None, :], budget))
+
+
+@pytest.mark.parametrize("texts", [3, 1])
+def test_cdpruner_matches_reference_pipeline(texts):
     generator = torch.Generator().manual_seed(3)
     visual = torch.randn(20, 12, generator=generator)
     image = torch.randn(20, 8, generator=generator)
-    text = torch.randn(3, 8, generator=generator)
-    quality = -torch.nn.functional.cosine_similarity(image[:, None], text[None], dim=-1).mean(-1)
-    quality = (quality - quality.min() + 1e-6) / (quality.max() - quality.min())
-    kernel = quality[:, None] * torch.nn.functional.cosine_similarity(visual[:, None], visual[None], dim=-1)
-    kernel = kernel * quality[None, :]
-    assert cdpruner_select(visual, image, text, 8).tolist() == sorted(reference_dpp(kernel, 8))
+    text = torch.randn(texts, 8, generator=generator)
+    assert cdpruner_select(visual, image, text, 8).tolist() == reference_cdpruner(visual, image, text, 8)
+
+
+def test_cdpruner_without_negation_matches_reference_pipeline():
+    generator = torch.Generator().manual_seed(3)
+    visual, image, text = (torch.randn(*shape, generator=generator) for shape in [(20, 12), (20, 8), (3, 8)])
+    plain = cdpruner_select(visual, image, text, 8, negate=False).tolist()
+    assert plain == reference_cdpruner(visual, image, text, 8, negate=False)
+    assert plain != cdpruner_select(visual, image, text, 8).tolist()  # the keyword reaches the relevance
 
 
 # --- properties of both --------------------------------------------------------------------------
@@ -298,3 +395,22 @@ def test_cdpruner_rejects_mismatched_shapes():
         cdpruner_select(features, image[:9], text, 3)
     with pytest.raises(ValueError, match="shapes do not fit"):
         cdpruner_select(features, image, text[:, :5], 3)
+
+
+@pytest.mark.parametrize("which", range(3))
+@pytest.mark.parametrize("extra", [(), (1, 1)])
+def test_cdpruner_rejects_inputs_that_are_not_2d(which, extra):
+    # One of the three is 1-D or 3-D (the others fit it where they can): named by the 2-D check, not
+    # failing later on a shape or a matmul.
+    inputs = list(random_inputs(10, seed=0))
+    inputs[which] = inputs[which][:, 0] if not extra else inputs[which][:, :, None]
+    message = "visual_features, image_embeds and text_embeds must all be 2-D"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        cdpruner_select(*inputs, 3)
+
+
+def test_cdpruner_rejects_empty_text_embeddings():
+    features, image, text = random_inputs(10, seed=0)
+    message = "text_embeds is empty: CDPruner needs at least one text embedding"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        cdpruner_select(features, image, text[:0], 3)

@@ -95,6 +95,77 @@ def test_protected_count_is_min_of_ctr_and_t_minus_2r():
     assert protection_levels(importance, 0.25, r=2)[0, 15:].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
+def _density_by_definition(metric, k, tau):
+    """d_i = 1 - mean over the k nearest other tokens of exp(-|v_i - v_j|^2 / tau^2), v normalised: by loops."""
+    unit = metric / metric.norm(dim=-1, keepdim=True)
+    batch, tokens, _ = metric.shape
+    density = torch.zeros(batch, tokens)
+    for b in range(batch):
+        for i in range(tokens):
+            squared = sorted(float(((unit[b, i] - unit[b, j]) ** 2).sum()) for j in range(tokens) if j != i)
+            density[b, i] = 1.0 - sum(math.exp(-d / tau**2) for d in squared[:k]) / min(k, tokens - 1)
+    return density
+
+
+def _scores_by_definition(metric, similarity, k, tau, lambda_d, levels=None):
+    """(a, b) scores from the module docstring: similarity(cos) x exp(-lambda_d (d_a + d_b)) - 4 (level_a + level_b)."""
+    a, b = metric[:, ::2], metric[:, 1::2]
+    cos = (a / a.norm(dim=-1, keepdim=True)) @ (b / b.norm(dim=-1, keepdim=True)).transpose(1, 2)
+    density = _density_by_definition(metric, k, tau)
+    scores = similarity(cos) * torch.exp(-lambda_d * (density[:, ::2, None] + density[:, None, 1::2]))
+    if levels is not None:
+        scores = scores - 4.0 * (levels[:, ::2, None] + levels[:, None, 1::2])
+    return scores
+
+
+def test_pair_scores_default_to_the_affine_cosine_times_the_diversity_weight_with_the_documented_knobs():
+    torch.manual_seed(5)
+    metric = torch.randn(2, 13, 6)
+    importance = torch.rand(2, 13)
+    expected = _scores_by_definition(metric, lambda cos: (1 + cos) / 2, k=5, tau=1.0, lambda_d=1.0)
+    assert torch.allclose(pair_scores(metric, 2), expected, atol=1e-6)
+    levels = protection_levels(importance, 0.25, 2)  # CTR 0.25 by default
+    expected = _scores_by_definition(metric, lambda cos: (1 + cos) / 2, k=5, tau=1.0, lambda_d=1.0, levels=levels)
+    assert torch.allclose(pair_scores(metric, 2, importance), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("sim_transform", "similarity"), [("affine", lambda c: (1 + c) / 2), ("none", lambda c: c)])
+def test_pair_scores_follow_each_knob(sim_transform, similarity):
+    torch.manual_seed(6)
+    metric = torch.randn(1, 10, 4)
+    scores = pair_scores(metric, 1, k=3, tau=0.7, lambda_d=0.4, sim_transform=sim_transform)
+    assert torch.allclose(scores, _scores_by_definition(metric, similarity, k=3, tau=0.7, lambda_d=0.4), atol=1e-6)
+    plain = pair_scores(metric, 1, use_div=False, sim_transform=sim_transform)
+    assert torch.allclose(plain, _scores_by_definition(metric, similarity, k=3, tau=0.7, lambda_d=0.0), atol=1e-6)
+
+
+def test_an_unknown_sim_transform_names_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"^sim_transform='cos' is not one of: affine, none$"):
+        pair_scores(torch.randn(1, 4, 2), 1, sim_transform="cos")
+
+
+def test_bipartite_match_accepts_r_from_0_to_the_smaller_side():
+    scores = torch.randn(1, 3, 5)  # |a| = 3 < |b| = 5
+    assert bipartite_match(scores, 0).src.shape == (1, 0)
+    assert bipartite_match(scores, 3).unmerged.shape == (1, 0)
+    for r in (-1, 4):
+        with pytest.raises(ValueError, match=rf"^r={r} merges need at most min\(\|a\|, \|b\|\) = 3$"):
+            bipartite_match(scores, r)
+
+
+def test_ties_go_to_the_lower_index_in_matching_and_protection():
+    # 40 equal scores: beyond the size below which an unstable CPU sort happens to keep ties in order
+    plan = bipartite_match(torch.zeros(1, 40, 40), 5)
+    assert plan.src.tolist() == [[0, 1, 2, 3, 4]] and plan.unmerged.tolist() == [list(range(5, 40))]
+    levels = protection_levels(torch.ones(1, 40), 0.25, 1)
+    assert levels[0, :10].tolist() == list(range(10, 0, -1)) and levels[0, 10:].eq(0).all()
+
+
+def test_local_density_of_a_single_token_is_zero_and_keeps_the_input_dtype():
+    assert local_density(torch.randn(2, 1, 4), k=5, tau=1.0).tolist() == [[0.0], [0.0]]
+    assert local_density(torch.randn(2, 6, 4, dtype=torch.bfloat16), k=2, tau=1.0).dtype == torch.bfloat16
+
+
 def test_most_similar_pair_merges_first():
     metric = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [1.0, 0.02]]])
     plan = bipartite_match(pair_scores(metric, 1, use_div=False), 1)

@@ -1,6 +1,8 @@
 """The baselines the paper left out: ToMe, VisionZip, spatial pooling, random selection; and the
 `reduce` hook's central contract."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from evoprune import schedule_of
 from evoprune.harness.pipeline import encode_frames, generate
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner, check_reduction
 from evoprune.merge import bipartite_match, merge_tokens, pair_scores
+from evoprune.patching import EvoPruneOptions
 from evoprune.schedules import ScheduleError
 
 # --- ToMe ---------------------------------------------------------------------------------------
@@ -43,6 +46,18 @@ def test_tome_matching_is_plain_bipartite_soft_matching():
     merged, size, _ = merge_tokens(x, size, source, plan)
     assert torch.allclose(merged[0], _plain_tome_merge(x[0], metric[0], 4), atol=1e-6)
     assert size.shape[1] == 8 and float(size.sum()) == 12.0
+
+
+def test_tome_options_are_tomes_plain_matching():
+    # What `evoprune.patch` receives, without a model: keys as the metric, raw cosine, no attention
+    # protection or diversity term, proportional attention and spatial order by default.
+    pruner = ToMePruner(64)
+    assert pruner.schedule == "constant"
+    options = EvoPruneOptions(**pruner.options)
+    assert (options.metric, options.sim_transform, options.use_attn, options.use_div) == ("keys", "none", False, False)
+    assert (options.r, options.prop_attn, options.keep_order) == (None, True, True)
+    options = EvoPruneOptions(**ToMePruner(64, r=7, prop_attn=False, keep_order=False).options)
+    assert (options.r, options.prop_attn, options.keep_order) == (7, False, False)
 
 
 def test_tome_merges_a_constant_r_to_exactly_the_budget(tiny_loaded):
@@ -96,7 +111,8 @@ def _plain_visionzip(hidden, cls_attention, metric, dominant, contextual):
     return torch.cat([hidden[chosen], torch.stack(contextual_tokens)])
 
 
-@pytest.mark.parametrize("dominant, contextual", [(54, 10), (108, 20), (5, 3), (12, 0)])
+# (1, 10): no patch token kept by score; (135, 10): dominant and contextual take all 144 patch tokens.
+@pytest.mark.parametrize("dominant, contextual", [(54, 10), (108, 20), (5, 3), (12, 0), (1, 10), (135, 10)])
 def test_visionzip_equals_a_plain_statement_of_the_official_selection(dominant, contextual):
     torch.manual_seed(dominant)
     hidden, metric, cls_attention = torch.randn(1 + 144, 8), torch.randn(1 + 144, 4), torch.rand(144)
@@ -113,6 +129,28 @@ def test_visionzip_equals_a_plain_statement_of_the_official_selection(dominant, 
 def test_visionzip_default_split_is_the_official_one():
     assert [contextual_count(b, 1, 10 / 64) for b in (64, 128, 192)] == [10, 20, 30]
     assert contextual_count(1, 1, 10 / 64) == 0
+
+
+def test_visionzip_contextual_count_leaves_room_for_the_cls_token():
+    assert contextual_count(8, 1, 1.0) == 7
+    assert contextual_count(8, 0, 1.0) == 8
+    assert contextual_count(8, 1, 0.5) == 4
+
+
+def test_visionzip_equal_scores_keep_the_lower_index():
+    # 144 equal scores (an unstable sort reorders ties): the dominant tokens are the first 5 patches.
+    patches = torch.randn(144, 8, generator=torch.Generator().manual_seed(0))
+    tokens = visionzip_tokens(patches, patches[:0], torch.ones(144), torch.randn(144, 4), 5, 0)
+    assert torch.equal(tokens, patches[:5])
+
+
+@pytest.mark.parametrize("dominant, contextual", [(-1, 2), (2, -1), (145, 0), (0, 145), (100, 45)])
+def test_visionzip_rejects_counts_that_do_not_fit(dominant, contextual):
+    message = f"dominant={dominant} + contextual={contextual} do not fit 144 patch tokens"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        visionzip_tokens(
+            torch.randn(144, 8), torch.randn(1, 8), torch.rand(144), torch.randn(144, 4), dominant, contextual
+        )
 
 
 def _tokens(loaded, frames=1):
@@ -159,8 +197,11 @@ def test_pooling_averages_blocks_in_raster_order():
     grid = features.view(2, 6, 6, 3)
     assert torch.equal(pooled[:, 1], grid[:, :3, 3:].mean(dim=(1, 2)))  # row 0, column 1
     assert torch.equal(pool_patch_grid(features, 6), features)
+    assert torch.equal(pool_patch_grid(features, 1), features.mean(dim=1, keepdim=True))  # budget 1: one 1x1 grid
     with pytest.raises(ValueError, match="cannot be pooled from a 6x6 grid"):
         pool_patch_grid(features, 7)
+    with pytest.raises(ValueError, match="^35 patch tokens per frame do not form a square grid$"):
+        pool_patch_grid(features[:, :35], 2)
 
 
 # --- random -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 agreement with transformers' own forward, config errors, and unreadable videos as sample errors."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -150,6 +151,32 @@ def test_merged_tokens_get_one_newline_per_frame_or_none():
     assert torch.equal(sequence[6:11], tokens[1])
     plain, none = visual_sequence(tokens, None, None, "none")
     assert torch.equal(plain, tokens.flatten(0, 1)) and not none.any()
+
+
+@pytest.mark.parametrize("layout", ["grid", "frame"])
+def test_newlines_take_the_tokens_dtype(layout):
+    tokens, newline = torch.randn(2, 4, 3).to(torch.bfloat16), torch.tensor([0.1, -2.7, 3.3])  # float32
+    sequence, is_newline = visual_sequence(tokens, None, newline, layout)
+    assert sequence.dtype == torch.bfloat16
+    assert all(torch.equal(line, newline.to(torch.bfloat16)) for line in sequence[is_newline])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: pool_grid(torch.zeros(1, 10, 2), 2), "10 tokens per frame do not form a square grid"),
+        (lambda: visual_sequence(torch.zeros(1, 12, 2), None, torch.zeros(2), "grid"), "12 tokens per frame do not"),
+        (lambda: visual_sequence(torch.zeros(1, 4, 2), None, None, "grid"), "layout 'grid' needs a newline embedding"),
+        (
+            lambda: visual_sequence(torch.zeros(1, 4, 2), None, torch.zeros(2), "rows"),
+            "layout='rows' is not one of: grid, frame, none",
+        ),
+    ],
+    ids=["pool-not-square", "grid-not-square", "no-newline", "unknown-layout"],
+)
+def test_layout_errors_say_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
 
 
 # --- every method per frame -------------------------------------------------------------------
@@ -360,3 +387,47 @@ def test_an_unknown_longvideobench_category_is_an_error_not_a_guess():
 
     with pytest.raises(ValueError, match="unknown question_category 'X9X'"):
         in_derived("longvideobench_perception", {"score": {"lvb_acc": {"id": "q", "question_category": "X9X"}}})
+
+
+@pytest.mark.parametrize(
+    "name, row, message",
+    [
+        (
+            "longvideobench_perception",
+            {"score": {"lvb_acc": {"id": "lvb-0417", "question_category": "X9X"}}},
+            "LongVideoBench sample 'lvb-0417' has unknown question_category 'X9X'",
+        ),
+        (
+            "videomme_overall",
+            {"score": {"videomme_perception_score": {"question_id": "001-2", "duration": "brief"}}},
+            "Video-MME sample '001-2' has duration 'brief', not one of ('short', 'medium', 'long')",
+        ),
+    ],
+    ids=["longvideobench", "videomme"],
+)
+def test_a_sample_outside_every_split_is_named_in_the_error(name, row, message):
+    from evoprune.harness.video_metrics import in_derived
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        in_derived(name, row)
+
+
+@pytest.mark.parametrize(
+    "reply, letter",
+    [
+        ("x-a\t-", None),  # as mcq_acc: the tab is a space, so "-" is spaced and removed ("xa": no letter)
+        ("x-a -", None),
+        ("b\t(c)", "B"),
+    ],
+)
+def test_mvbench_letter_reads_tabs_as_spaces_like_mcq_acc(reply, letter):
+    from evoprune.harness.video_metrics import mvbench_letter
+
+    assert mvbench_letter(reply) == letter
+
+
+def test_longvideobench_answer_prefixes_are_deleted_not_blanked():
+    from evoprune.harness.video_metrics import longvideobench_letter
+
+    # lmms-eval deletes each prefix in turn: "The answer is" goes, and the "Best answer:" it leaves goes too
+    assert longvideobench_letter("Best The answer isanswer: C") == "C"

@@ -104,6 +104,21 @@ class JudgeConfig:
         )
 
 
+def judge_in_effect(task_names: Iterable[str], section: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The judge settings a run of ``task_names`` uses, environment fallbacks included (the key only as
+    set or not), or None when no task uses a judge: part of a run's identity, since a judge (or none)
+    changes MM-Vet's and MMBench's scores."""
+    if not set(task_names) & set(JUDGED_TASKS):
+        return None
+    judge = JudgeConfig.resolve(section)
+    return {
+        "api_type": judge.api_type,
+        "api_url": judge.api_url,
+        "model": judge.model,
+        "api_key": "<set>" if judge.configured else None,
+    }
+
+
 @dataclass(frozen=True)
 class JudgePlan:
     """The judge policy applied to a list of task names: see :func:`plan_tasks`."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from evoprune.harness.judge import judge_in_effect
 from evoprune.harness.outputs import write_json, write_jsonl
 from evoprune.harness.settings import ConfigError
 
@@ -83,8 +84,13 @@ def redacted_config(cfg) -> dict:
 
 def identity_config(cfg) -> dict:
     """The part of the config that can change a run's results (the benchmark's data-generator hook is
-    not: the generated data carries its own format version and seed)."""
-    return without_non_result_fields(redacted_config(cfg))
+    not: the generated data carries its own format version and seed), plus ``judge_in_effect``: the
+    judge a judged benchmark gets from the config or, where that is null, the environment."""
+    identity = without_non_result_fields(redacted_config(cfg))
+    judge = judge_in_effect(OmegaConf.select(cfg, "benchmark.tasks", default=None) or [], identity.get("judge"))
+    if judge is not None:
+        identity["judge_in_effect"] = judge
+    return identity
 
 
 def without_non_result_fields(config: dict) -> dict:

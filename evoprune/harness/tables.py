@@ -302,7 +302,10 @@ def csv_frame(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> 
             for column, share in row.agreement.items():
                 record[f"agree {column}"] = share
             records.append(record)
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    if "budget" in frame:  # integers even beside Native's missing budget (not 64.0)
+        frame["budget"] = frame["budget"].astype("Int64")
+    return frame
 
 
 def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bool:
