@@ -54,15 +54,23 @@ def local_density(vectors: torch.Tensor, k: int, tau: float) -> torch.Tensor:
 
     (B, T, C) → (B, T). K is capped at T − 1; a single token has density 0.
     """
-    tokens = vectors.shape[1]
-    k = min(k, tokens - 1)
-    if k < 1:
+    if min(k, vectors.shape[1] - 1) < 1:
         return vectors.new_zeros(vectors.shape[:2])
     unit = F.normalize(vectors.float(), dim=-1)
-    squared = (2.0 - 2.0 * unit @ unit.transpose(-1, -2)).clamp_min(0.0)
-    squared.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
-    nearest = squared.topk(k, dim=-1, largest=False).values
-    return (1.0 - torch.exp(-nearest / tau**2).mean(-1)).to(vectors.dtype)
+    return (1.0 - _neighbour_closeness(_log_kernel(unit, tau), k)).to(vectors.dtype)
+
+
+def _log_kernel(unit: torch.Tensor, tau: float) -> torch.Tensor:
+    """(B, T, T) −‖v_i − v_j‖² / τ² = (cos − 1) · 2 / τ² of unit vectors, in one fused matmul."""
+    scale = 2.0 / tau**2
+    return torch.baddbmm(unit.new_full((1, 1, 1), -scale), unit, unit.transpose(-1, -2), alpha=scale)
+
+
+def _neighbour_closeness(log_kernel: torch.Tensor, k: int) -> torch.Tensor:
+    """1 − d: mean over the K nearest of exp(−‖v_i − v_k‖² / τ²): the K + 1 largest of a row, less the
+    largest (the token itself, or a duplicate of it with the same value). K is capped at T − 1 ≥ 1."""
+    nearest = log_kernel.topk(min(k, log_kernel.shape[-1] - 1) + 1, dim=-1).values[..., 1:]
+    return nearest.exp().mean(-1)
 
 
 def attention_importance(probs: torch.Tensor) -> torch.Tensor:
@@ -98,15 +106,24 @@ def pair_scores(
     """
     if sim_transform not in SIM_TRANSFORMS:
         raise ValueError(f"sim_transform={sim_transform!r} is not one of: {', '.join(SIM_TRANSFORMS)}")
-    scores = cosine_similarity(metric[:, ::2], metric[:, 1::2]).float()
-    if sim_transform == "affine":
-        scores = (scores + 1.0) / 2.0
-    if use_div:
-        density = local_density(metric, k, tau).float()
-        scores = scores * torch.exp(-lambda_d * (density[:, ::2, None] + density[:, None, 1::2]))
+    unit = F.normalize(metric.float(), dim=-1)
+    affine = sim_transform == "affine"
+    if use_div and metric.shape[1] > 1:
+        log_kernel = _log_kernel(unit, tau)
+        # exp(−λ_d (d_a + d_b)) = w_a · w_b, w = exp(−λ_d d) = exp(λ_d (closeness − 1))
+        weight = torch.exp(_neighbour_closeness(log_kernel, k) * lambda_d - lambda_d)
+        pair_weight = weight[:, ::2, None] * weight[:, None, 1::2]
+        # cos = log_kernel · τ²/2 + 1, so (1 + cos)/2 · w = w + w · log_kernel · τ²/4 (affine)
+        # and cos · w = w + w · log_kernel · τ²/2 (none): one fused multiply-add
+        cos_step = tau**2 / 4.0 if affine else tau**2 / 2.0
+        scores = torch.addcmul(pair_weight, log_kernel[:, ::2, 1::2], pair_weight, value=cos_step)
+    else:
+        scores = unit[:, ::2] @ unit[:, 1::2].transpose(-1, -2)
+        if affine:
+            scores = (scores + 1.0) * 0.5
     if importance is not None:
         levels = protection_levels(importance, ctr, r)
-        scores = scores - PROTECT_PENALTY * (levels[:, ::2, None] + levels[:, None, 1::2])
+        scores = torch.sub(scores, levels[:, ::2, None] + levels[:, None, 1::2], alpha=PROTECT_PENALTY)
     return scores
 
 
@@ -131,23 +148,24 @@ def merge_tokens(
     sorted by ``source`` when ``keep_order`` (else: unmerged a-tokens first, then b-tokens).
     Σ size·x over the tokens is unchanged.
     """
-    channels = x.shape[-1]
-    weighted = x * size
-    wa, wb = weighted[:, ::2], weighted[:, 1::2]
-    sa, sb = size[:, ::2], size[:, 1::2]
-    pa, pb = source[:, ::2], source[:, 1::2]
-
-    def take(tensor, index):
-        return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
-
-    wb = wb.scatter_reduce(1, plan.dst.unsqueeze(-1).expand(-1, -1, channels), take(wa, plan.src), reduce="sum")
-    sb = sb.scatter_reduce(1, plan.dst.unsqueeze(-1), take(sa, plan.src), reduce="sum")
-    pb = pb.scatter_reduce(1, plan.dst, pa.gather(1, plan.src), reduce="amin")
-
-    weighted = torch.cat([take(wa, plan.unmerged), wb], dim=1)
-    size = torch.cat([take(sa, plan.unmerged), sb], dim=1)
-    source = torch.cat([pa.gather(1, plan.unmerged), pb], dim=1)
+    channels, tokens = x.shape[-1], x.shape[1]
+    # one float tensor per token: Σ size·x, size, source (exact as float up to 2^24 positions)
+    packed = torch.cat([x * size, size, source.to(size.dtype)[..., None]], dim=-1)
+    a, b = packed[:, ::2], packed[:, 1::2]
+    moved = a.gather(1, _rows(plan.src, channels + 2))
+    b[..., : channels + 1].scatter_reduce_(1, _rows(plan.dst, channels + 1), moved[..., :-1], reduce="sum")
+    b[..., -1].scatter_reduce_(1, plan.dst, moved[..., -1], reduce="amin")
     if keep_order:
-        order = source.argsort(dim=-1, stable=True)
-        weighted, size, source = take(weighted, order), take(size, order), source.gather(1, order)
-    return weighted / size, size, source
+        a[..., -1].scatter_(1, plan.src, float("inf"))  # merged a-tokens sort last, then are cut
+        order = packed[..., -1].argsort(dim=-1, stable=True)[:, : tokens - plan.src.shape[1]]
+    else:
+        b_positions = torch.arange(1, tokens, 2, device=x.device).expand(x.shape[0], -1)
+        order = torch.cat([2 * plan.unmerged, b_positions], dim=1)
+    kept = packed.gather(1, _rows(order, channels + 2))
+    size = kept[..., channels : channels + 1]
+    return kept[..., :channels] / size, size, kept[..., -1].to(source.dtype)
+
+
+def _rows(index: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, N) token indices as a (B, N, width) gather/scatter index."""
+    return index.unsqueeze(-1).expand(-1, -1, width)

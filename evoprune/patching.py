@@ -2,8 +2,8 @@
 
 `patch` swaps the ``forward`` of the tower and of its encoder layers for EvoPrune's (instance
 attributes, so other instances of the class are untouched) and `unpatch` restores them. A merge
-layer computes its own attention (explicit probabilities only when attention preservation needs
-them, otherwise `scaled_dot_product_attention`), merges between attention and MLP (Alg. 1), and
+layer computes its own attention (fused kernels; with attention preservation, the attention each
+token receives comes from a second fused pass, `evoprune.attention`), merges between attention and MLP (Alg. 1), and
 tracks token sizes and sources across layers. Layers before the first merge run the original
 code unchanged, which makes ``budget`` = native token count an exact no-op. Layers after the
 feature layer merge nothing (they still run, on the merged tokens).
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from evoprune.merge import SIM_TRANSFORMS, attention_importance, bipartite_match, merge_tokens, pair_scores
+from evoprune.attention import attention_with_importance
+from evoprune.merge import SIM_TRANSFORMS, bipartite_match, merge_tokens, pair_scores
 from evoprune.schedules import merge_schedule
 
 METRICS = ("keys", "hidden")
@@ -104,38 +105,20 @@ def _counted_layers(num_layers: int, feature_layer: int) -> int:
     return index
 
 
-def _attention(attn, hidden: torch.Tensor, bias: torch.Tensor | None, need_probs: bool):
-    """The layer's self-attention, also returning keys averaged over heads and, if asked, probs."""
+def _attention(attn, hidden: torch.Tensor, bias: torch.Tensor | None, need_importance: bool):
+    """The layer's self-attention (fused kernels), also returning keys averaged over heads and, if asked,
+    the attention each token receives (B, N), computed without the N×N probabilities (`evoprune.attention`)."""
     batch, tokens, _ = hidden.shape
     shape = (batch, tokens, attn.num_heads, attn.head_dim)
     q = attn.q_proj(hidden).view(shape).transpose(1, 2)
     k = attn.k_proj(hidden).view(shape).transpose(1, 2)
     v = attn.v_proj(hidden).view(shape).transpose(1, 2)
-    probs = None
-    if need_probs:
-        probs = _softmax_in_place((q * attn.scale) @ k.transpose(-1, -2), bias)
-        out = probs @ v
+    if need_importance:
+        out, importance = attention_with_importance(q, k, v, attn.scale, bias)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+        out, importance = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale), None
     out = attn.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
-    return out, k.mean(dim=1), probs
-
-
-def _softmax_in_place(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last dim reusing the logits' storage when they are float32.
-
-    The (B, H, N, N) buffer is the largest of the layer; on CPU each fresh allocation of it costs
-    page faults comparable to the attention matmuls, so float32 is done in place. Half
-    precision is upcast for the softmax, as transformers' eager attention does.
-    """
-    if bias is not None:
-        logits += bias
-    if logits.dtype != torch.float32:
-        return logits.softmax(dim=-1, dtype=torch.float32).to(logits.dtype)
-    logits -= logits.amax(dim=-1, keepdim=True)
-    logits.exp_()
-    logits /= logits.sum(dim=-1, keepdim=True)
-    return logits
+    return out, k.mean(dim=1), importance
 
 
 def _size_bias(runtime: _Runtime, prefix: int, like: torch.Tensor) -> torch.Tensor:
@@ -145,18 +128,17 @@ def _size_bias(runtime: _Runtime, prefix: int, like: torch.Tensor) -> torch.Tens
     return log_size[:, None, None, :]
 
 
-def _merge(info: _PatchInfo, x: torch.Tensor, metric: torch.Tensor, probs: torch.Tensor | None, r: int):
+def _merge(info: _PatchInfo, x: torch.Tensor, metric: torch.Tensor, importance: torch.Tensor | None, r: int):
     options, prefix, runtime = info.options, info.prefix_tokens, info.runtime
     head, tokens = x[:, :prefix], x[:, prefix:]
     if runtime.size is None:
         batch, count = tokens.shape[:2]
         runtime.size = tokens.new_ones(batch, count, 1, dtype=torch.float32)
-        runtime.source = torch.arange(count, device=x.device).expand(batch, count)
-    importance = attention_importance(probs)[:, prefix:] if probs is not None else None
+        runtime.source = torch.arange(count, device=x.device, dtype=torch.float32).expand(batch, count)
     scores = pair_scores(
         metric[:, prefix:],
         r,
-        importance,
+        None if importance is None else importance[:, prefix:],
         ctr=options.ctr,
         k=options.k,
         tau=options.tau,
@@ -168,7 +150,8 @@ def _merge(info: _PatchInfo, x: torch.Tensor, metric: torch.Tensor, probs: torch
     merged, runtime.size, runtime.source = merge_tokens(
         tokens.float(), runtime.size, runtime.source, plan, options.keep_order
     )
-    return torch.cat([head, merged.to(x.dtype)], dim=1)
+    merged = merged.to(x.dtype)
+    return torch.cat([head, merged], dim=1) if prefix else merged
 
 
 def _layer_forward(self, hidden_states, attention_mask=None, **kwargs):
@@ -185,11 +168,10 @@ def _layer_forward(self, hidden_states, attention_mask=None, **kwargs):
     residual = hidden_states
     hidden = self.layer_norm1(hidden_states)
     if r > 0:
-        need_probs = info.options.use_attn
-        attended, keys, probs = _attention(self.self_attn, hidden, bias, need_probs)
+        attended, keys, importance = _attention(self.self_attn, hidden, bias, info.options.use_attn)
         hidden_states = residual + attended
         metric = keys if info.options.metric == "keys" else hidden_states
-        hidden_states = _merge(info, hidden_states, metric, probs, r)
+        hidden_states = _merge(info, hidden_states, metric, importance, r)
     else:
         attended, _ = self.self_attn(hidden_states=hidden, attention_mask=bias, **kwargs)
         hidden_states = residual + attended

@@ -8,6 +8,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, 
 
 import evoprune
 from evoprune import patching
+from evoprune.attention import explicit_attention
 from evoprune.merge import (
     attention_importance,
     bipartite_match,
@@ -256,7 +257,7 @@ def test_cls_is_never_merged(clip, pixels, monkeypatch):
     x = torch.ones(1, 9, 4)
     x[0, 0] *= 7.0
     metric = torch.ones(1, 9, 4)
-    out = patching._merge(info, x, metric, probs=None, r=4)
+    out = patching._merge(info, x, metric, importance=None, r=4)
     assert out.shape == (1, 5, 4) and torch.equal(out[0, 0], x[0, 0])
     assert info.runtime.size.sum() == 8
 
@@ -342,12 +343,16 @@ def test_proportional_attention_equals_attending_duplicated_tokens():
     bias = torch.zeros(1, 1, 1, 5)
     bias[..., 2] = math.log(2.0)
     with torch.no_grad():
-        weighted, _, probs = patching._attention(attn, tokens, bias, need_probs=True)
-        reference, _, _ = patching._attention(attn, duplicated, None, need_probs=True)
-        fused, _, _ = patching._attention(attn, tokens, bias, need_probs=False)
+        weighted, _, importance = patching._attention(attn, tokens, bias, need_importance=True)
+        reference, _, duplicated_importance = patching._attention(attn, duplicated, None, need_importance=True)
+        fused, _, _ = patching._attention(attn, tokens, bias, need_importance=False)
     assert torch.allclose(weighted, reference[:, :5], atol=1e-5)
     assert torch.allclose(fused, weighted, atol=1e-5)
-    assert torch.allclose(probs.sum(-1), torch.ones(1, 2, 5))
+    heads = (1, 5, attn.num_heads, attn.head_dim)
+    q, k, v = (proj(tokens).view(heads).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    _, expected = explicit_attention(q, k, v, attn.scale, bias)  # the importance the size bias implies
+    assert torch.allclose(importance, expected, atol=1e-6) and torch.allclose(importance.sum(-1), torch.ones(1))
+    assert importance[0, 2] > duplicated_importance[0, 2]  # a key standing for two receives more than one copy
 
 
 def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
