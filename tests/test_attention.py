@@ -75,18 +75,22 @@ def test_patched_tower_dispatches_at_most_the_ceiling_times_native_ops_and_no_sy
     assert "aten._softmax" not in patched.ops  # no explicit probabilities
 
 
-def test_op_count_sees_kernels_views_and_would_be_syncs():
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_op_count_sees_kernels_views_and_would_be_syncs(mode):
     x = torch.arange(6.0)
-    original_tolist = torch.Tensor.tolist
-    with count_ops() as count:
+    originals = (torch.Tensor.tolist, torch.Tensor.__int__)
+    with mode(), count_ops() as count:
         y = x * 2  # a kernel
         y.view(2, 3).transpose(0, 1)  # views: no kernel
         y[y > 4]  # boolean-mask indexing: the output's size depends on values
+        y[torch.argmax(y)]  # a 0-dim tensor as an index: its value is read
         y[1].item()
+        int(y[2])  # in inference mode, read without dispatching an op
         y.tolist()
         torch.nonzero(y)
     assert count.ops["aten.mul"] == 1 and "aten.view" not in count.ops and count.views["aten.view"] == 1
     kinds = sorted(site.split(" at ")[0] for site in count.syncs.elements())
-    assert kinds == ["Tensor.tolist", "aten._local_scalar_dense", "aten.index", "aten.nonzero"]
+    index_read = "aten.item" if mode is torch.inference_mode else "aten._local_scalar_dense"
+    assert kinds == sorted(["Tensor.__int__", "Tensor.item", "Tensor.tolist", index_read, "aten.index", "aten.nonzero"])
     assert all(site.endswith(" at ?") for site in count.syncs)  # not called from evoprune/ or baselines/
-    assert torch.Tensor.tolist is original_tolist
+    assert (torch.Tensor.tolist, torch.Tensor.__int__) == originals

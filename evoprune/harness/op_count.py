@@ -3,12 +3,13 @@
 At batch 1 on a GPU, each dispatched aten op is about one kernel launch, and launch overhead (not
 arithmetic) sets the time of a small model; an op whose result the host must read makes the host wait
 for the device (a sync) and empties the launch queue. On CPU nothing waits, so `count_ops` records
-the ops that would: reading a value (``.item()``, ``int(t)``, ``bool(t)``, a 0-dim tensor used as a
-Python index: ``_local_scalar_dense``), shapes that depend on values (``nonzero``, ``masked_select``,
-indexing or assigning through a boolean mask, ``unique``, ``bincount``, ``repeat_interleave``
+the ops that would: reading a value (``.item()``, ``int(t)``, ``bool(t)``, a 0-dim tensor used as an
+index: ``_local_scalar_dense`` or, in inference mode, ``item``), shapes that depend on values
+(``nonzero``, ``masked_select``, indexing or assigning through a boolean mask, ``unique``, ``bincount``, ``repeat_interleave``
 without ``output_size``), comparisons returning a Python bool (``equal``, ``is_nonzero``), and copies
-to the host (``Tensor.tolist``/``numpy``, which CPU tensors serve without dispatching: they are
-wrapped while counting). It cannot see a sync hidden inside a library kernel.
+to the host (``Tensor.tolist``/``numpy``, and ``int``/``float``/``bool`` of a tensor, which CPU tensors
+in inference mode serve without dispatching: these are wrapped while counting). It cannot see a sync
+hidden inside a library kernel.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _THIS_FILE = str(Path(__file__).resolve())
 SYNC_OPS = frozenset(
     {
         "aten._local_scalar_dense",
+        "aten.item",  # what inference mode dispatches for a tensor index instead of _local_scalar_dense
         "aten.nonzero",
         "aten.masked_select",
         "aten.unique",
@@ -43,7 +45,9 @@ SYNC_OPS = frozenset(
     }
 )
 _BOOL_INDEXED = frozenset({"aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"})
-_HOST_COPIES = ("tolist", "numpy")
+# Python-level reads of values: counted once here (the op they dispatch, if any, is not counted again).
+# Inference mode reads ``int(t)`` without dispatching anything, so these must be caught at this level.
+_HOST_READS = ("tolist", "numpy", "item", "__int__", "__float__", "__bool__", "__index__")
 # Not view-tagged, yet no kernel runs: a view under another name, or an empty-allocation.
 _NO_KERNEL = frozenset({"aten._unsafe_view", "aten.empty", "aten.empty_like", "aten.empty_strided"})
 
@@ -92,13 +96,14 @@ class _Counter(TorchDispatchMode):
     def __init__(self, count: OpCount):
         super().__init__()
         self.count = count
+        self.reading = 0  # > 0 inside a wrapped Python-level read, which counted itself
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket._qualified_op_name.replace("::", ".")
         kind = self.count.views if func.is_view or name in _NO_KERNEL else self.count.ops
         kind[name] += 1
-        if _is_sync(name, args, kwargs):
+        if not self.reading and _is_sync(name, args, kwargs):
             self.count.syncs[f"{name} at {_our_frame()}"] += 1
         return func(*args, **kwargs)
 
@@ -107,21 +112,26 @@ class _Counter(TorchDispatchMode):
 def count_ops():
     """``with count_ops() as count: ...`` counts the block's dispatched ops and would-be syncs."""
     count = OpCount()
-    originals = {name: getattr(torch.Tensor, name) for name in _HOST_COPIES}
+    mode = _Counter(count)
+    originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
 
     def wrapped(name):
         original = originals[name]
 
-        def host_copy(self, *args, **kwargs):
+        def host_read(self, *args, **kwargs):
             count.syncs[f"Tensor.{name} at {_our_frame()}"] += 1
-            return original(self, *args, **kwargs)
+            mode.reading += 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                mode.reading -= 1
 
-        return host_copy
+        return host_read
 
     try:
-        for name in _HOST_COPIES:
+        for name in _HOST_READS:
             setattr(torch.Tensor, name, wrapped(name))
-        with _Counter(count):
+        with mode:
             yield count
     finally:
         for name, original in originals.items():
