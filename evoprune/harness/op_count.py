@@ -4,11 +4,12 @@ At batch 1 on a GPU, each dispatched aten op is about one kernel launch, and lau
 arithmetic) sets the time of a small model; an op whose result the host must read makes the host wait
 for the device (a sync) and empties the launch queue. On CPU nothing waits, so `count_ops` records
 the ops that would: reading a value (``.item()``, ``int(t)``, ``bool(t)``, a 0-dim tensor used as an
-index: ``_local_scalar_dense`` or, in inference mode, ``item``), shapes that depend on values
-(``nonzero``, ``masked_select``, indexing or assigning through a boolean mask, ``unique``, ``bincount``, ``repeat_interleave``
-without ``output_size``), comparisons returning a Python bool (``equal``, ``is_nonzero``), and copies
-to the host (``Tensor.tolist``/``numpy``, and ``int``/``float``/``bool`` of a tensor, which CPU tensors
-in inference mode serve without dispatching: these are wrapped while counting). It cannot see a sync
+index: ``_local_scalar_dense`` or, in inference mode, ``item``); shapes that depend on values
+(``nonzero``, ``masked_select``, indexing or assigning through a boolean mask, ``unique``,
+``bincount``, ``repeat_interleave`` without ``output_size``); comparisons returning a Python bool
+(``equal``, ``is_nonzero``); copies to the host (``Tensor.tolist``/``numpy``). Python-level reads
+(``int``/``float``/``bool`` of a tensor, ``item``, ``tolist``, ``numpy``), which CPU tensors in
+inference mode serve without dispatching anything, are wrapped while counting. It cannot see a sync
 hidden inside a library kernel.
 """
 
