@@ -76,9 +76,8 @@ def query_relevance(image_embeds: torch.Tensor, text_embeds: torch.Tensor, negat
     similarity = (image @ text.T).mean(dim=-1)
     relevance = -similarity if negate else similarity
     low, high = relevance.min(), relevance.max()
-    if high == low:
-        return torch.ones_like(relevance)
-    return (relevance - low + RELEVANCE_OFFSET) / (high - low)
+    normalised = (relevance - low + RELEVANCE_OFFSET) / (high - low)
+    return torch.where(high > low, normalised, torch.ones_like(relevance))  # chosen on the device, no host read
 
 
 def conditional_kernel(visual_features: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
@@ -96,7 +95,8 @@ def gain_floor(kernel: torch.Tensor) -> torch.Tensor:
 def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
     """Chen et al. (2018) fast greedy DPP MAP on an (N, N) PSD ``kernel``: ``budget`` distinct indices
     in selection order. Past the kernel's numerical rank the rest are the unpicked indices by
-    descending diagonal (see the module docstring). One host sync, at the end."""
+    descending diagonal (see the module docstring). No host sync: picks stay (1,) tensors (indexing with
+    a 0-dim one reads its value on the host) and the fill is chosen per slot on the device."""
     if kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1]:
         raise ValueError(f"kernel must be square (N, N), got shape {tuple(kernel.shape)}")
     tokens = kernel.shape[0]
@@ -110,22 +110,24 @@ def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
     best = kernel.new_empty(budget)
     for step in range(budget):
         scores = gains.masked_fill(picked, float("-inf"))
-        choice = torch.argmax(scores)
-        order[step], best[step] = choice, scores[choice]
-        row = (kernel[choice] - basis[:step, choice] @ basis[:step]) / scores[choice].sqrt()
+        choice = torch.argmax(scores, dim=0, keepdim=True)
+        gain = scores[choice]
+        order[step : step + 1], best[step : step + 1] = choice, gain
+        row = (kernel[choice] - basis[:step, choice].T @ basis[:step])[0] / gain.sqrt()
         basis[step] = row
         gains = gains - row.square()
         picked[choice] = True
-    greedy = int((best > tolerance).cumprod(dim=0).sum())
-    return torch.cat([order[:greedy], _fill(diagonal, order[:greedy], budget - greedy)])
+    greedy = (best > tolerance).cumprod(dim=0).bool()  # the picks before the first gain at the floor
+    fill = _fill(diagonal, order, greedy)
+    slots = torch.arange(budget, device=kernel.device)
+    return torch.where(greedy, order, fill[(slots - greedy.sum()).clamp_min(0)])
 
 
-def _fill(diagonal: torch.Tensor, chosen: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` indices not in ``chosen``, by descending ``diagonal``, ties to the lower index."""
-    free = torch.ones_like(diagonal, dtype=torch.bool)
-    free[chosen] = False
-    ranked = diagonal.masked_fill(~free, float("-inf")).argsort(descending=True, stable=True)
-    return ranked[:count]
+def _fill(diagonal: torch.Tensor, order: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
+    """Every index not among the ``greedy`` picks of ``order``, by descending ``diagonal`` (ties to the
+    lower index), then the picked ones."""
+    chosen = torch.zeros_like(diagonal, dtype=torch.bool).scatter_(0, order, greedy)
+    return diagonal.masked_fill(chosen, float("-inf")).argsort(descending=True, stable=True)
 
 
 def cdpruner_select(

@@ -52,17 +52,18 @@ def divprune_order(features: torch.Tensor, budget: int) -> torch.Tensor:
     budget = check_budget(budget, tokens)
     distance = cosine_distance(features)
     nearest = distance.clone().fill_diagonal_(float("inf")).amin(dim=0)
-    first = torch.argmax(nearest)
+    # picks stay (1,) tensors: indexing with them never reads their value on the host (a 0-dim one would)
+    first = torch.argmax(nearest, dim=0, keepdim=True)
     order = torch.empty(budget, dtype=torch.long, device=features.device)
-    order[0] = first
+    order[:1] = first
     picked = torch.zeros(tokens, dtype=torch.bool, device=features.device)
     picked[first] = True
-    to_picked = distance[first].clone()
+    to_picked = distance[first][0]
     for step in range(1, budget):
-        choice = torch.argmax(to_picked.masked_fill(picked, float("-inf")))
-        order[step] = choice
+        choice = torch.argmax(to_picked.masked_fill(picked, float("-inf")), dim=0, keepdim=True)
+        order[step : step + 1] = choice
         picked[choice] = True
-        to_picked = torch.minimum(to_picked, distance[choice])
+        to_picked = torch.minimum(to_picked, distance[choice][0])
     return order
 
 
