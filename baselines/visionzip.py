@@ -61,20 +61,20 @@ def visionzip_tokens(
     count = patches.shape[0]
     if dominant < 0 or contextual < 0 or dominant + contextual > count:
         raise ValueError(f"dominant={dominant} + contextual={contextual} do not fit {count} patch tokens")
+    # every index below is found on the device with a size known on the host: no host sync
     order = importance.float().argsort(descending=True, stable=True)
-    kept = torch.zeros(count, dtype=torch.bool, device=patches.device)
-    kept[order[:dominant]] = True
-    parts = [prefix, patches[kept]]
+    parts = [prefix, patches[order[:dominant].sort().values]]  # dominant tokens, in their original order
     if contextual:
-        rest = (~kept).nonzero().flatten()
+        rest = order[dominant:].sort().values  # the other patch tokens, ascending
         step = max(1, len(rest) // contextual)
-        targets = torch.arange(0, len(rest), step, device=patches.device)[:contextual]
-        is_target = torch.zeros(len(rest), dtype=torch.bool, device=patches.device)
-        is_target[targets] = True
+        position = torch.arange(len(rest), device=patches.device)
+        is_target = (position % step == 0) & (position < step * contextual)  # every step-th, contextual of them
+        by_role = is_target.to(torch.uint8).argsort(stable=True)  # the others first, then the targets, ascending
+        others, targets = by_role[: len(rest) - contextual], by_role[len(rest) - contextual :]
         metric = keys[rest].float()
-        assign = cosine_similarity(metric[None, ~is_target], metric[None, targets])[0].argmax(dim=-1)
+        assign = cosine_similarity(metric[None, others], metric[None, targets])[0].argmax(dim=-1)
         hidden = patches[rest]
-        sums = hidden.new_zeros(contextual, hidden.shape[-1]).index_add_(0, assign, hidden[~is_target])
-        counts = torch.bincount(assign, minlength=contextual).clamp(min=1).to(hidden.dtype)
+        sums = hidden.new_zeros(contextual, hidden.shape[-1]).index_add_(0, assign, hidden[others])
+        counts = hidden.new_zeros(contextual).index_add_(0, assign, hidden.new_ones(len(others))).clamp(min=1)
         parts.append(hidden[targets] + sums / counts[:, None])
     return torch.cat(parts)
