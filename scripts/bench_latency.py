@@ -378,7 +378,7 @@ def time_llm_side(bench: Bench, run: Run, frames: int, prompt: str, sequence, is
         _, _, visual_tokens, _ = prefill(bench.loaded, run.pruner, prompt, sequence, is_newline, frames=frames)
     measured = timer.result()["prefill"]
     scaled, llm_tokens = bench.take_prefill(run, measured)
-    return {"prefill": scaled, "prefill_measured": measured}, llm_tokens, visual_tokens
+    return {"prefill": scaled, "prefill_measured": measured}, llm_tokens, int(visual_tokens)
 
 
 def one_round(bench: Bench, runs: list[Run], plan: dict[int, int], warmup: bool = False) -> dict:

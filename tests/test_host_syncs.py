@@ -22,6 +22,15 @@ def _syncs_by_site(loaded, pruner_name):
     return count.syncs
 
 
+# Native's answer of one token: the tokenizer's host tensors (3 reads: no device sync on a GPU), the
+# generated token, and two counts read after the answer.
+NATIVE_READS = 6
+
+
+def test_the_pipeline_reads_values_only_where_it_must(tiny_loaded):
+    assert sum(_syncs_by_site(tiny_loaded, "none").values()) <= NATIVE_READS
+
+
 @pytest.mark.parametrize("pruner", PRUNERS)
 def test_a_pruners_own_code_adds_no_host_sync(tiny_loaded, pruner):
     own = {site: n for site, n in _syncs_by_site(tiny_loaded, pruner).items() if " at baselines/" in site}

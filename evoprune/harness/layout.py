@@ -67,7 +67,7 @@ def visual_sequence(
     if keep is not None:
         kept = torch.zeros_like(kept).scatter_(1, keep.to(tokens.device), True)
     if layout == "none":
-        return tokens[kept], torch.zeros(int(kept.sum()), dtype=torch.bool, device=tokens.device)
+        return _masked_rows(tokens, kept, torch.zeros_like(kept), frames * _per_frame(keep, count))
     if layout == "grid":
         side = grid_side(count)
         cells, cell_kept = tokens.view(frames, side, side, dim), kept.view(frames, side, side)
@@ -81,4 +81,15 @@ def visual_sequence(
     mask = torch.cat([cell_kept, cell_kept.new_ones(frames, rows, 1)], dim=2)
     is_newline = torch.zeros_like(mask)
     is_newline[..., -1] = True
-    return full[mask], is_newline[mask]
+    return _masked_rows(full, mask, is_newline, frames * (_per_frame(keep, count) + rows))
+
+
+def _per_frame(keep: torch.Tensor | None, count: int) -> int:
+    return count if keep is None else int(keep.shape[1])
+
+
+def _masked_rows(values, mask, is_newline, length: int):
+    """(values[mask], is_newline[mask]) without reading the mask on the host: its ``length`` True entries,
+    known from the shapes, are the first of a stable sort of ``~mask`` (in their original order)."""
+    rows = (~mask).flatten().to(torch.uint8).argsort(stable=True)[:length]
+    return values.reshape(-1, values.shape[-1]).index_select(0, rows), is_newline.flatten().index_select(0, rows)

@@ -170,11 +170,14 @@ def prefill(
     """
     model = loaded.model.model
     input_ids, visual_run = _input_ids_with_visual_run(loaded, prompt, sequence.shape[0])
+    # the run's place, read from host tensors (the tokenizer's): device tensors are only sliced
+    start = int(visual_run.to(torch.uint8).argmax())
+    stop = start + sequence.shape[0]
     input_ids = input_ids.to(loaded.device)
     embeds = model.language_model.get_input_embeddings()(input_ids)
-    embeds[visual_run.to(loaded.device)] = sequence.to(embeds.dtype)
+    embeds[start:stop] = sequence.to(embeds.dtype)
     image_mask = visual_run.to(loaded.device)
-    image_mask[visual_run.nonzero().flatten()[is_newline.cpu()]] = False
+    image_mask[start:stop] = ~is_newline
     out, visual_tokens_in_llm = pruner.prefill(model.language_model, embeds[None], image_mask, frames=frames)
     next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
     return out, next_id, visual_tokens_in_llm, int(input_ids.shape[0])
@@ -251,7 +254,7 @@ def generate(
         text=text.strip(),
         times=timer.result(),
         visual_tokens_before=frames * loaded.num_visual_tokens,
-        visual_tokens_after=visual_tokens_in_llm,
+        visual_tokens_after=int(visual_tokens_in_llm),
         prompt_tokens=prompt_tokens,
         new_tokens=len(generated),
         frames=frames,

@@ -113,9 +113,10 @@ class Pruner:
         """Run the LLM over the prompt with a KV cache: (model output, visual tokens it kept).
 
         ``inputs_embeds`` (1, L, hidden); ``image_mask`` (L,) marks the prunable visual positions of
-        the sample's ``frames`` frames (newlines are not marked).
+        the sample's ``frames`` frames (newlines are not marked). The count may be an int or a 0-dim
+        tensor: the pipeline reads it after the answer, where it waits for the device anyway.
         """
-        return language_model(inputs_embeds=inputs_embeds, use_cache=True), int(image_mask.sum())
+        return language_model(inputs_embeds=inputs_embeds, use_cache=True), image_mask.sum()
 
 
 # Config fields that describe the pruner rather than configure it: not passed to its class.
