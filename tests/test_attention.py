@@ -26,12 +26,13 @@ def _qkv(peaked: bool, dtype=torch.float32, batch=2, heads=3, tokens=50, dim=8):
 
 @pytest.mark.parametrize("peaked", [False, True], ids=["random", "peaked"])
 @pytest.mark.parametrize("key_bias", [False, True], ids=["no-bias", "key-bias"])
-def test_importance_without_probabilities_equals_the_explicit_formula(peaked, key_bias):
+@pytest.mark.parametrize("scale", [8**-0.5, 0.3], ids=["default-scale", "other-scale"])
+def test_importance_without_probabilities_equals_the_explicit_formula(peaked, key_bias, scale):
     q, k, v = _qkv(peaked)
     bias = torch.randn(2, 1, 1, 50) if key_bias else None
-    out, importance = attention_with_importance(q, k, v, 8**-0.5, bias)
+    out, importance = attention_with_importance(q, k, v, scale, bias)
     exact_bias = None if bias is None else bias.double()
-    exact_out, exact = explicit_attention(q.double(), k.double(), v.double(), 8**-0.5, exact_bias)
+    exact_out, exact = explicit_attention(q.double(), k.double(), v.double(), scale, exact_bias)
     assert ((importance - exact).abs() / exact).max() <= 1e-5
     assert (out - exact_out).abs().max() <= 1e-5
     for r in (1, 10):
@@ -47,6 +48,19 @@ def test_half_precision_importance_protects_the_same_tokens():
     assert importance.dtype == torch.float32
     assert ((importance - exact).abs() / exact).max() <= 4 * ((explicit_half - exact).abs() / exact).max()
     assert torch.equal(protection_levels(importance, 0.25, 1) > 0, protection_levels(exact.float(), 0.25, 1) > 0)
+
+
+@pytest.mark.parametrize(
+    ("bias_shape", "fused"),
+    [(None, True), ((2, 1, 1, 50), True), ((1, 1, 1, 50), True), ((2, 3, 1, 50), False), ((2, 1, 50, 50), False)],
+)
+def test_only_a_bias_per_key_keeps_the_fused_kernels(bias_shape, fused):
+    q, k, v = _qkv(peaked=False)
+    bias = None if bias_shape is None else torch.randn(bias_shape)
+    with count_ops() as count:
+        attention_with_importance(q, k, v, 8**-0.5, bias)
+    assert ("aten._softmax" not in count.ops) == fused
+    assert count.ops["aten._scaled_dot_product_flash_attention_for_cpu"] == (2 if fused else 0)
 
 
 def test_a_bias_that_varies_per_query_takes_the_explicit_formula():

@@ -12,6 +12,7 @@ from evoprune.attention import explicit_attention
 from evoprune.merge import (
     attention_importance,
     bipartite_match,
+    cosine_similarity,
     local_density,
     merge_tokens,
     pair_scores,
@@ -165,6 +166,38 @@ def test_ties_go_to_the_lower_index_in_matching_and_protection():
 def test_local_density_of_a_single_token_is_zero_and_keeps_the_input_dtype():
     assert local_density(torch.randn(2, 1, 4), k=5, tau=1.0).tolist() == [[0.0], [0.0]]
     assert local_density(torch.randn(2, 6, 4, dtype=torch.bfloat16), k=2, tau=1.0).dtype == torch.bfloat16
+
+
+def test_two_tokens_are_each_others_only_neighbour():
+    vectors = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # squared distance 2
+    assert torch.allclose(local_density(vectors, k=5, tau=1.0), torch.full((1, 2), 1.0 - math.exp(-2.0)))
+
+
+def test_cosine_similarity_by_hand():
+    a = torch.tensor([[[3.0, 0.0], [1.0, 1.0]]])
+    b = torch.tensor([[[0.0, 2.0], [5.0, 0.0], [-1.0, -1.0]]])
+    expected = torch.tensor([[[0.0, 1.0, -(0.5**0.5)], [0.5**0.5, 0.5**0.5, -1.0]]])
+    assert torch.allclose(cosine_similarity(a, b), expected, atol=1e-6)
+
+
+def test_merge_without_keeping_order_emits_unmerged_a_tokens_then_b_tokens():
+    torch.manual_seed(7)
+    x = torch.randn(2, 9, 3)
+    size = torch.randint(1, 3, (2, 9, 1)).float()
+    source = torch.arange(9).expand(2, 9)
+    plan = bipartite_match(pair_scores(x, 3), 3)
+    merged, new_size, new_source = merge_tokens(x, size, source, plan, keep_order=False)
+    for b in range(2):
+        weighted, sizes = (x[b] * size[b]).clone(), size[b].clone()
+        sources = source[b].clone()
+        for s, d in zip(plan.src[b].tolist(), plan.dst[b].tolist(), strict=True):
+            weighted[2 * d + 1] += weighted[2 * s]
+            sizes[2 * d + 1] += sizes[2 * s]
+            sources[2 * d + 1] = min(sources[2 * d + 1], sources[2 * s])
+        order = [2 * u for u in plan.unmerged[b].tolist()] + list(range(1, 9, 2))
+        assert torch.allclose(merged[b], weighted[order] / sizes[order], atol=1e-6)
+        assert torch.equal(new_size[b], sizes[order]) and new_source[b].tolist() == sources[order].tolist()
+    assert new_source.dtype == source.dtype
 
 
 def test_most_similar_pair_merges_first():
