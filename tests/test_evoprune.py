@@ -180,13 +180,18 @@ def test_cosine_similarity_by_hand():
     assert torch.allclose(cosine_similarity(a, b), expected, atol=1e-6)
 
 
+def _random_merge(seed: int, tokens: int, channels: int, r: int, keep_order: bool = True):
+    """Random tokens of sizes 1–3 merged by r: (x, size, source, plan, merged, new size, new source)."""
+    torch.manual_seed(seed)
+    x = torch.randn(2, tokens, channels)
+    size = torch.randint(1, 4, (2, tokens, 1)).float()
+    source = torch.arange(tokens).expand(2, tokens)
+    plan = bipartite_match(pair_scores(x, r), r)
+    return (x, size, source, plan, *merge_tokens(x, size, source, plan, keep_order=keep_order))
+
+
 def test_merge_without_keeping_order_emits_unmerged_a_tokens_then_b_tokens():
-    torch.manual_seed(7)
-    x = torch.randn(2, 9, 3)
-    size = torch.randint(1, 3, (2, 9, 1)).float()
-    source = torch.arange(9).expand(2, 9)
-    plan = bipartite_match(pair_scores(x, 3), 3)
-    merged, new_size, new_source = merge_tokens(x, size, source, plan, keep_order=False)
+    x, size, source, plan, merged, new_size, new_source = _random_merge(7, 9, 3, 3, keep_order=False)
     for b in range(2):
         weighted, sizes = (x[b] * size[b]).clone(), size[b].clone()
         sources = source[b].clone()
@@ -224,12 +229,7 @@ def test_overwhelmingly_attended_token_is_never_merged(sim_transform, important)
 
 
 def test_merge_conserves_mass_and_keeps_spatial_order():
-    torch.manual_seed(4)
-    x = torch.randn(2, 12, 5)
-    size = torch.randint(1, 4, (2, 12, 1)).float()
-    source = torch.arange(12).expand(2, 12)
-    plan = bipartite_match(pair_scores(x, 4), 4)
-    merged, new_size, new_source = merge_tokens(x, size, source, plan)
+    x, size, _, _, merged, new_size, new_source = _random_merge(4, 12, 5, 4)
     assert merged.shape == (2, 8, 5)
     assert torch.allclose((merged * new_size).sum(1), (x * size).sum(1), atol=1e-5)
     assert torch.equal(new_size.sum(1), size.sum(1))
