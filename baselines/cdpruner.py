@@ -125,7 +125,8 @@ def dpp_map_greedy(kernel: torch.Tensor, budget: int) -> torch.Tensor:
 
 def _fill(diagonal: torch.Tensor, order: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
     """Every index not among the ``greedy`` picks of ``order``, by descending ``diagonal`` (ties to the
-    lower index), then the picked ones."""
+    lower index), then the picked ones. ``order``'s indices are distinct (the picked mask forbids
+    repeats), so the scatter writes each flag once."""
     chosen = torch.zeros_like(diagonal, dtype=torch.bool).scatter_(0, order, greedy)
     return diagonal.masked_fill(chosen, float("-inf")).argsort(descending=True, stable=True)
 

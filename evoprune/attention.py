@@ -28,14 +28,14 @@ from evoprune.merge import attention_importance
 _aten = torch.ops.aten
 
 
-def explicit_attention(q, k, v, scale: float, bias=None, need_importance: bool = True):
+def explicit_attention(q, k, v, scale: float, bias=None):
     """(out, importance) from the materialised probabilities: softmax in float32 as transformers' eager."""
     logits = (q * scale) @ k.transpose(-1, -2)
     if bias is not None:
         logits = logits + bias
     probs = logits.softmax(dim=-1, dtype=torch.float32)
     out = probs.to(q.dtype) @ v
-    return out, (attention_importance(probs) if need_importance else None)
+    return out, attention_importance(probs)
 
 
 def _is_key_bias(bias, q) -> bool:
@@ -69,17 +69,15 @@ def _aligned_bias(bias, batch: int, heads: int, queries: int):
     return storage[..., :keys].expand(batch, heads, queries, keys)
 
 
-def attention_with_importance(q, k, v, scale: float, bias=None, need_importance: bool = True):
-    """Attention output (B, H, Nq, D) and the attention each key receives, (B, Nk) float32 (or None).
+def attention_with_importance(q, k, v, scale: float, bias=None):
+    """Attention output (B, H, Nq, D) and the attention each key receives, (B, Nk) float32.
 
     q, k, v: (B, H, N, D); bias: None, or additive, broadcastable to (B, H, Nq, Nk).
     """
     fused = _fused_with_lse(q, k, v, scale, bias) if _is_key_bias(bias, q) else None
     if fused is None:
-        return explicit_attention(q, k, v, scale, bias, need_importance)
+        return explicit_attention(q, k, v, scale, bias)
     out, lse = fused
-    if not need_importance:
-        return out, None
     return out, _received(q, k, lse, scale, bias)
 
 

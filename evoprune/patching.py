@@ -3,10 +3,10 @@
 `patch` swaps the ``forward`` of the tower and of its encoder layers for EvoPrune's (instance
 attributes, so other instances of the class are untouched) and `unpatch` restores them. A merge
 layer computes its own attention (fused kernels; with attention preservation, the attention each
-token receives comes from a second fused pass, `evoprune.attention`), merges between attention and MLP (Alg. 1), and
-tracks token sizes and sources across layers. Layers before the first merge run the original
-code unchanged, which makes ``budget`` = native token count an exact no-op. Layers after the
-feature layer merge nothing (they still run, on the merged tokens).
+token receives comes from a second fused pass, `evoprune.attention`), merges between attention
+and MLP (Alg. 1), and tracks token sizes and sources across layers. Layers before the first merge
+run the original code unchanged, which makes ``budget`` = native token count an exact no-op.
+Layers after the feature layer merge nothing (they still run, on the merged tokens).
 """
 
 from __future__ import annotations
