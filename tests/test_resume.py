@@ -514,3 +514,20 @@ def test_a_suite_without_a_judged_task_ignores_the_judge_environment(monkeypatch
     monkeypatch.setenv("MODEL_VERSION", "another-judge")
     after = identity_config(compose_config(f"output_dir={tmp_path}"))
     assert "judge_in_effect" not in after and after == before
+
+
+def test_ctrl_c_right_after_a_journal_line_counts_that_sample_as_kept(tmp_path, monkeypatch):
+    """The window the table-1 sweep test hit by chance: the line written, the sample not yet in lm.records."""
+    from evoprune.harness import runner
+
+    write_line = Journal.append
+
+    def append_then_ctrl_c(journal, record):
+        write_line(journal, record)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "append", append_then_ctrl_c)
+    cfg = compose_config(f"output_dir={tmp_path}", "limit=1", "benchmark.tasks=[smoke_vqa]", "progress=false")
+    with pytest.raises(runner.RunInterrupted, match=r"interrupted after 1 of 1 samples of "):
+        runner.evaluate(cfg)
+    assert count_lines(run_dir(cfg) / "partial" / "journal.jsonl") == 1

@@ -216,6 +216,10 @@ class Journal:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
+    def kept(self) -> int:
+        """How many answered samples the journal holds for a resume (call after close())."""
+        return len(parse_journal(self.path)[0])
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()

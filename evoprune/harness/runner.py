@@ -347,8 +347,9 @@ def _run_locked(cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dic
             raise RuntimeError("lmms-eval returned no results")
         rows, metrics, latency, summary = _score(cfg, lm, results, task_dict, judge_plan, device, dtype, load)
     except KeyboardInterrupt:
+        journal.close()  # flushed, then counted: Ctrl-C may land between a journal line and lm.records
         raise RunInterrupted(
-            f"interrupted after {len(lm.records)} of {lm.total or '?'} samples of {target}; "
+            f"interrupted after {journal.kept()} of {lm.total or '?'} samples of {target}; "
             "rerun the same command to resume (answered samples are kept in its journal)"
         ) from None
     except Exception as err:
