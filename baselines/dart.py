@@ -126,13 +126,15 @@ def dart_select(
     return kept.nonzero().squeeze(1)
 
 
+@torch.compiler.disable  # run by Python itself: dynamo's own set would not iterate in CPython's hash order
 def _official_order(image_pivots: torch.Tensor, text_pivots: torch.Tensor, image_start: int, text_start: int):
     """Rows of cat(image pivots, text pivots) in the order the official code visits them: the order of a
     Python set built from the list of their absolute positions (image pivots first, each kind in `topk`
     order, i.e. decreasing key L1 norm)."""
     positions = [image_start + i for i in image_pivots.tolist()] + [text_start + t for t in text_pivots.tolist()]
     row_of = {position: row for row, position in enumerate(positions)}
-    return [row_of[position] for position in set(positions)]
+    # a tensor, not a list: a compiled caller's graph would specialise on a list index's values
+    return torch.tensor([row_of[position] for position in set(positions)], device=image_pivots.device)
 
 
 def _check_positions(image_start, text_start, num_tokens) -> tuple[int, int]:

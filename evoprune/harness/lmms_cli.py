@@ -32,6 +32,7 @@ from evoprune.harness.models import locate_weights
 from evoprune.harness.outputs import write_jsonl
 from evoprune.harness.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.runner import REPO_ROOT, load_pruned_model
+from evoprune.harness.runtime import build_runtime
 from evoprune.harness.settings import ConfigError, check_config
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -120,13 +121,14 @@ class EvoPruneLMM(PrunedLlava):
         locate_weights(cfg.model)
         locate_pruner_weights(cfg.pruner)
         loaded, torch_device, dtype = load_pruned_model(cfg, pruner)
-        super().__init__(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress)
+        runtime = build_runtime(cfg.runtime, cfg.compile, pruner, torch_device)
+        super().__init__(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, runtime=runtime)
         self.cfg = cfg
         self.records_path = None if records is None else Path(str(records)).resolve()
         budget = "all" if cfg.budget is None else cfg.budget
         print(
             f"evoprune: model={cfg.model.name} pruner={cfg.pruner.name} budget={budget} device={torch_device} "
-            f"dtype={str(dtype).removeprefix('torch.')}",
+            f"dtype={str(dtype).removeprefix('torch.')} runtime={cfg.runtime}",
             file=sys.stderr,
         )
         variant = cfg.model.get("lmms_eval_prompts")

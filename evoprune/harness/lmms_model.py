@@ -10,6 +10,7 @@ covers every benchmark of the paper. An unreadable video is such a sample error.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 from lmms_eval.api.instance import Instance
@@ -21,6 +22,7 @@ from evoprune.harness.models import LoadedModel
 from evoprune.harness.pipeline import generate
 from evoprune.harness.pruning import Pruner
 from evoprune.harness.resume import Journal
+from evoprune.harness.runtime import EAGER, WARMUP_NEW_TOKENS, Runtime
 
 ERROR_ANSWER = "[sample error: see samples.jsonl]"
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -41,6 +43,7 @@ class SampleRecord:
     frames: int | None = None
     error: str | None = None
     from_journal: bool = False  # answered by an earlier, interrupted process of the same run
+    graphs_compiled: int = 0  # torch.compile graphs built while this sample was timed (runtime=compiled)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +79,9 @@ class PrunedLlava(lmms):
     """An lmms-eval model instance wrapping a loaded LLaVA and a pruner.
 
     ``warmup`` untimed generations on the first request run before timing starts, so one-off
-    costs (CUDA context, kernel selection, allocator growth) do not land in the first sample.
+    costs (CUDA context, kernel selection, allocator growth, the ``runtime``'s compilation) do not land
+    in the first sample; each decodes at least `WARMUP_NEW_TOKENS` tokens, and ``warmup_seconds`` is
+    what they took.
     With a ``journal``, samples it holds are answered from it, and every newly answered sample is
     appended to it before the next one starts.
     """
@@ -88,6 +93,7 @@ class PrunedLlava(lmms):
         warmup: int = 1,
         progress: bool = True,
         journal: Journal | None = None,
+        runtime: Runtime = EAGER,
     ):
         super().__init__()
         self.loaded = loaded
@@ -95,6 +101,8 @@ class PrunedLlava(lmms):
         self.warmup = warmup
         self.progress = progress
         self.journal = journal
+        self.runtime = runtime
+        self.warmup_seconds = 0.0
         self.records: list[SampleRecord] = []
         self.total = 0  # requests handed to generate_until
         self.answered_all = False  # generate_until returned an answer for every request
@@ -117,10 +125,10 @@ class PrunedLlava(lmms):
             visual = _single_visual(_visuals_of(doc_to_visual, self.task_dict[task][split][doc_id]))
             max_new_tokens, until = _generation_limits(dict(gen_kwargs))
             sample_id = f"{task}/{doc_id}"
-            for _ in range(self.warmup):
-                generate(self.loaded, self.pruner, visual, question, max_new_tokens, until, sample_id)
-            self.warmup = 0
-            result = generate(self.loaded, self.pruner, visual, question, max_new_tokens, until, sample_id)
+            self._warm_up(visual, question, max_new_tokens, until, sample_id)
+            result = generate(
+                self.loaded, self.pruner, visual, question, max_new_tokens, until, sample_id, self.runtime
+            )
         except Exception as err:  # recorded per sample, counted and reported by the runner
             record.error = f"{type(err).__name__}: {err}"
             record.answer = ERROR_ANSWER
@@ -131,7 +139,25 @@ class PrunedLlava(lmms):
         record.visual_tokens_after = result.visual_tokens_after
         record.newline_tokens = result.newline_tokens
         record.frames = result.frames
+        record.graphs_compiled = result.graphs_compiled
         return record
+
+    def _warm_up(self, visual, question: str, max_new_tokens: int, until: list[str], sample_id: str) -> None:
+        start = time.perf_counter()
+        for _ in range(self.warmup):
+            generate(
+                self.loaded,
+                self.pruner,
+                visual,
+                question,
+                max(max_new_tokens, WARMUP_NEW_TOKENS),
+                until,
+                sample_id,
+                self.runtime,
+                min_new_tokens=WARMUP_NEW_TOKENS,
+            )
+        self.warmup_seconds += time.perf_counter() - start
+        self.warmup = 0
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers = []

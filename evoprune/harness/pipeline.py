@@ -27,6 +27,7 @@ from PIL import Image
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
 from evoprune.harness.pruning import Pruner, VisualTokens, check_reduction, check_selection
+from evoprune.harness.runtime import EAGER, Runtime, graphs_compiled
 from evoprune.harness.timing import StageTimer
 from evoprune.harness.video import read_video, time_instruction
 
@@ -43,6 +44,7 @@ class Generation:
     new_tokens: int
     frames: int = 1
     newline_tokens: int = 0
+    graphs_compiled: int = 0  # graphs torch.compile built during this generation (its time includes them)
 
 
 def build_prompt(template: str, question: str, time_text: str = "") -> str:
@@ -86,7 +88,9 @@ def _input_ids_with_visual_run(loaded: LoadedModel, prompt: str, length: int) ->
     return ids, mask
 
 
-def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode_frames(
+    loaded: LoadedModel, pixel_values: torch.Tensor, runtime: Runtime = EAGER
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tower on all frames in batches: (F, N, C) feature-layer patch tokens, (F, cls, C) the
     feature layer's [CLS] output the model drops, (F, cls + N, C) the input of the layer that
     produces them."""
@@ -94,7 +98,7 @@ def encode_frames(loaded: LoadedModel, pixel_values: torch.Tensor) -> tuple[torc
     batch = loaded.video.frame_batch if loaded.video is not None else len(pixel_values)
     features, layer_inputs = [], []
     for chunk in pixel_values.split(batch):
-        hidden_states = tower(chunk, output_hidden_states=True).hidden_states
+        hidden_states = runtime.tower(tower, chunk)
         layer = loaded.feature_layer % len(hidden_states)
         features.append(hidden_states[layer])
         layer_inputs.append(hidden_states[layer - 1])
@@ -162,6 +166,7 @@ def prefill(
     sequence: torch.Tensor,
     is_newline: torch.Tensor,
     frames: int,
+    runtime: Runtime = EAGER,
 ):
     """The prefill stage: the prompt with ``sequence`` at its ``<image>``, through ``pruner.prefill``.
 
@@ -178,7 +183,7 @@ def prefill(
     embeds[start:stop] = sequence.to(embeds.dtype)
     image_mask = visual_run.to(loaded.device)
     image_mask[start:stop] = ~is_newline
-    out, visual_tokens_in_llm = pruner.prefill(model.language_model, embeds[None], image_mask, frames=frames)
+    out, visual_tokens_in_llm = runtime.prefill(pruner, model.language_model, embeds[None], image_mask, frames)
     next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
     return out, next_id, visual_tokens_in_llm, int(input_ids.shape[0])
 
@@ -205,16 +210,20 @@ def generate(
     max_new_tokens: int,
     until: list[str],
     sample_id: str = "",
+    runtime: Runtime = EAGER,
+    min_new_tokens: int = 0,
 ) -> Generation:
     """Answer ``question`` about ``visual`` (a PIL image or a video path) greedily, stopping at EOS, a
-    stop string or the limit. ``sample_id`` identifies the sample to the pruner (seeded methods)."""
+    stop string or the limit, but not before ``min_new_tokens`` (a warm-up that must reach the decode
+    step). ``sample_id`` identifies the sample to the pruner (seeded methods)."""
+    graphs_before = graphs_compiled()
     timer = StageTimer(loaded.device)
     model = loaded.model.model
     with timer.stage("preprocess", on_device=False):
         pixel_values, prompt = prepare_inputs(loaded, visual, question)
 
     with timer.stage("vision_encoder"):
-        features, cls_features, layer_input = encode_frames(loaded, pixel_values)
+        features, cls_features, layer_input = encode_frames(loaded, pixel_values, runtime)
     tokens = visual_tokens(loaded, pruner, features, cls_features, layer_input, question, sample_id, timer)
     projected = tokens.projected
     with timer.stage("pruning"):
@@ -224,7 +233,7 @@ def generate(
         sequence, is_newline = lay_out(loaded, projected, keep, tokens.on_grid)
     with timer.stage("prefill"):
         out, next_id, visual_tokens_in_llm, prompt_tokens = prefill(
-            loaded, pruner, prompt, sequence, is_newline, frames=projected.shape[0]
+            loaded, pruner, prompt, sequence, is_newline, projected.shape[0], runtime
         )
 
     eos_ids = _eos_ids(loaded)
@@ -234,18 +243,17 @@ def generate(
         past = out.past_key_values
         for _ in range(max_new_tokens):
             token = int(next_id)
-            if token in eos_ids:
+            if token in eos_ids and len(generated) >= min_new_tokens:
                 break
             generated.append(token)
-            if until:  # stop strings need the text so far; without them it is decoded once, after the loop
+            # stop strings need the text so far; without them it is decoded once, after the loop
+            if until and len(generated) >= min_new_tokens:
                 text, stopped = truncate_at_stop(loaded.tokenizer.decode(generated, skip_special_tokens=True), until)
                 if stopped:
                     break
             if len(generated) == max_new_tokens:
                 break
-            out = model.language_model(input_ids=next_id[:, None], past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            next_id = loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
+            next_id, past = runtime.decode(model.language_model, loaded.model.lm_head, next_id, past)
 
     if not until:
         text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
@@ -259,4 +267,5 @@ def generate(
         new_tokens=len(generated),
         frames=frames,
         newline_tokens=int(is_newline.sum()),
+        graphs_compiled=graphs_compiled() - graphs_before,
     )

@@ -96,6 +96,8 @@ def identity_config(cfg) -> dict:
 def without_non_result_fields(config: dict) -> dict:
     """``config`` (plain data) without `NON_RESULT_FIELDS` and ``benchmark.synthetic_data``."""
     identity = {key: value for key, value in config.items() if key not in NON_RESULT_FIELDS}
+    if identity.get("runtime", "eager") == "eager":  # how to compile changes nothing when nothing is compiled
+        identity.pop("compile", None)
     if isinstance(identity.get("benchmark"), dict):
         identity["benchmark"] = {k: v for k, v in identity["benchmark"].items() if k != "synthetic_data"}
     return identity

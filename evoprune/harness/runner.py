@@ -34,6 +34,7 @@ from evoprune.harness.pruning import Pruner, build_pruner, locate_pruner_weights
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.run_lock import check_not_held, run_folder_lock
+from evoprune.harness.runtime import build_runtime
 from evoprune.harness.settings import ConfigError, check_config, check_device
 from evoprune.harness.video_metrics import derived_metrics
 
@@ -51,11 +52,14 @@ def run_name(cfg) -> str:
 
 
 def run_dir(cfg) -> Path:
-    """``<output_dir>/<model>/<benchmark>[-limit<n>]/<run_name>``: capped runs never share a folder with full ones."""
+    """``<output_dir>/<model>/<benchmark>[-limit<n>][-compiled]/<run_name>``: capped runs never share a folder
+    with full ones, nor compiled runs with eager ones."""
     root = Path(cfg.output_dir)
     root = root if root.is_absolute() else REPO_ROOT / root
     limit = cfg.get("limit")
     suite = cfg.benchmark.name if limit is None else f"{cfg.benchmark.name}-limit{limit}"
+    if cfg.get("runtime", "eager") != "eager":
+        suite += f"-{cfg.runtime}"
     return root / cfg.model.name / suite / run_name(cfg)
 
 
@@ -325,7 +329,8 @@ def _run_locked(cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dic
     for stale in ("samples.jsonl", "failure.json"):  # a failed attempt's; the journal holds its answers
         (target / PARTIAL / stale).unlink(missing_ok=True)
     journal.start()
-    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal)
+    runtime = build_runtime(cfg.runtime, cfg.compile, pruner, device)
+    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal, runtime=runtime)
     from lmms_eval.evaluator import simple_evaluate
 
     load_start = snapshot()
@@ -391,6 +396,10 @@ def _score(cfg, lm: PrunedLlava, results: dict, task_dict: dict, judge_plan: Jud
         "model": cfg.model.name,
         "pruner": cfg.pruner.name,
         "budget": cfg.budget,
+        "runtime": lm.runtime.name,
+        "compile_backend": lm.runtime.backend,
+        "warmup_seconds": lm.warmup_seconds,  # with runtime=compiled, compilation included
+        "samples_timed_with_compilation": sum(row.get("graphs_compiled", 0) > 0 for row in rows),
         "machine_load": load,
     }
     native, why_not = _native_comparison(cfg, latency["meta"])
@@ -398,7 +407,13 @@ def _score(cfg, lm: PrunedLlava, results: dict, task_dict: dict, judge_plan: Jud
     latency["relative_note"] = why_not
     budget = "all" if cfg.budget is None else cfg.budget
     title = " | ".join(
-        [cfg.model.name, cfg.benchmark.name, f"pruner={cfg.pruner.name} budget={budget}", latency["meta"]["device"]]
+        [
+            cfg.model.name,
+            cfg.benchmark.name,
+            f"pruner={cfg.pruner.name} budget={budget}",
+            latency["meta"]["device"],
+            _runtime_label(lm.runtime),
+        ]
     )
     summary = render_summary(title, metrics, latency, latency["relative_to_native"], why_not)
     if resumed:
@@ -406,4 +421,14 @@ def _score(cfg, lm: PrunedLlava, results: dict, task_dict: dict, judge_plan: Jud
     warning = load_warning(load)
     if warning:
         summary += f"\n{warning}"
+    compiled_in_samples = latency["meta"]["samples_timed_with_compilation"]
+    if compiled_in_samples:
+        summary += (
+            f"\nwarning: {compiled_in_samples} sample(s) compiled a new graph while timed (a shape the warm-up did "
+            "not see): their latency includes compilation"
+        )
     return rows, metrics, latency, summary
+
+
+def _runtime_label(runtime) -> str:
+    return "eager" if runtime.backend is None else f"compiled ({runtime.backend})"

@@ -33,6 +33,18 @@ class LogLevel(Enum):
     ERROR = "ERROR"
 
 
+class RuntimeName(Enum):
+    eager = "eager"
+    compiled = "compiled"
+
+
+@dataclass
+class CompileFields:
+    backend: dict[str, str] = field(default_factory=dict)
+    tower_mode: str | None = None
+    llm_mode: str | None = None
+
+
 @dataclass
 class JudgeFields:
     api_type: str | None = None
@@ -55,6 +67,8 @@ class TopLevel:
     log_level: LogLevel = LogLevel.WARNING
     output_dir: str = "results/runs"
     resume: bool = True
+    runtime: RuntimeName = RuntimeName.eager
+    compile: CompileFields = field(default_factory=CompileFields)
     judge: JudgeFields = field(default_factory=JudgeFields)
 
 
@@ -70,6 +84,8 @@ ACCEPTED = {
     "log_level": ", ".join(level.value for level in LogLevel),
     "output_dir": "a directory path",
     "resume": "true or false",
+    "runtime": ", ".join(r.value for r in RuntimeName),
+    "compile": "a mapping with backend (a torch.compile backend per device type), tower_mode, llm_mode",
     "judge": "a mapping with api_type, api_url, api_key, model (strings or null)",
 }
 SEED_MAX = 2**32 - 1
@@ -143,6 +159,11 @@ def check_ranges(cfg) -> None:
         raise ConfigError(f"seed={cfg.seed} is out of range; accepted: {ACCEPTED['seed']}")
     if cfg.warmup < 0:
         raise ConfigError(f"warmup={cfg.warmup} is negative; accepted: {ACCEPTED['warmup']}")
+    if cfg.runtime == "compiled" and cfg.warmup < 1:
+        raise ConfigError(
+            f"runtime=compiled needs warmup >= 1, got warmup={cfg.warmup}: compilation happens in the warm-up, "
+            "never inside a timed sample"
+        )
     check_limit(cfg.limit)
 
 
@@ -163,6 +184,20 @@ def check_device(name: str):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def check_compile_backend(cfg, device) -> None:
+    """With ``runtime=compiled``, ``compile.backend`` names a torch.compile backend for ``device``'s type."""
+    if cfg.runtime != "compiled":
+        return
+    import torch
+
+    backend = cfg.compile.backend.get(device.type)
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigError(
+            f"compile.backend.{device.type}={backend!r} is not a torch.compile backend; accepted: {', '.join(known)}"
+        )
 
 
 def check_media(model_cfg, benchmark_cfg) -> None:
@@ -206,4 +241,4 @@ def check_config(cfg) -> None:
     check_types(cfg)
     check_ranges(cfg)
     check_limit_fits_tasks(cfg.limit, cfg.benchmark)
-    check_device(cfg.device)
+    check_compile_backend(cfg, check_device(cfg.device))
