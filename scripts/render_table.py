@@ -56,7 +56,7 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
     native = next((row for row in ours if row.method == "none" and row.config is not None), None)
     lines = [
         f"Ours: model={cfg.model.name}, benchmark={cfg.benchmark.name} ({', '.join(cfg.benchmark.tasks)}), "
-        f"limit={cfg.limit}; {len(complete)} of {len(jobs)} runs complete; code version {code_version()}; "
+        f"limit={cfg.limit}, runtime={cfg.runtime}; {len(complete)} of {len(jobs)} runs complete; code version {code_version()}; "
         f"run folders under {run_dir(jobs[0]).parent}.",
         f"Paper: {PAPER_SOURCE}.",
         STAGE_NOTE,
@@ -105,14 +105,17 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
 
 def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
     cfg, jobs = experiment_jobs(str(REPO_ROOT / "configs"), overrides)
-    name, paper_table = cfg.experiment.name, cfg.experiment.paper_table
+    paper_table = cfg.experiment.paper_table
+    compiled = cfg.runtime != "eager"  # its own files: the eager table is the paper's setting
+    name = f"{cfg.experiment.name}_{cfg.runtime}" if compiled else cfg.experiment.name
     cells = [(job.pruner.name, job.budget, run_dir(job)) for job in jobs]
     ours = collect(cells, dict(cfg.benchmark.columns), paper_table)
     paper = paper_rows(paper_table)
     diff = difference(ours, paper)
     columns = [c for c in paper_rows(paper_table)[0].values if c not in ID_COLUMNS]
     benchmark_columns = [c for c in columns if c in cfg.benchmark.columns]
-    title = f"{paper_table.replace('table', 'Table ')}: {name}"
+    title = f"{paper_table.replace('table', 'Table ')}: {cfg.experiment.name}"
+    title += f" (runtime={cfg.runtime})" if compiled else ""
     footnotes = notes(cfg, jobs, ours, columns)
     md = "\n\n".join(
         [

@@ -27,6 +27,7 @@ SAMPLE_FIELDS = {
     "frames",
     "error",
     "from_journal",
+    "graphs_compiled",
 }
 
 
