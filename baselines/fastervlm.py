@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from baselines.checks import check_budget
+from evoprune.device_checks import require
 
 
 def check_scores(cls_attention: torch.Tensor) -> None:
@@ -33,8 +34,7 @@ def check_scores(cls_attention: torch.Tensor) -> None:
         raise ValueError(f"cls_attention must have shape (N,) with N >= 1, got {tuple(cls_attention.shape)}")
     if not cls_attention.is_floating_point():
         raise TypeError(f"cls_attention must be a floating tensor, got {cls_attention.dtype}")
-    if not torch.isfinite(cls_attention).all():
-        raise ValueError("cls_attention contains NaN or infinite values")
+    require(torch.isfinite(cls_attention).all(), "cls_attention contains NaN or infinite values")
 
 
 def attention_order(cls_attention: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from baselines.checks import check_budget
 from baselines.fastervlm import attention_order, check_scores
+from evoprune.device_checks import require
 
 # Most tokens one round of the diverse loop removes (a constant of the official code).
 MAX_REMOVED_PER_ROUND = 8
@@ -56,8 +57,7 @@ def check_features(features: torch.Tensor, num_tokens: int) -> None:
         raise ValueError(f"features must have shape ({num_tokens}, C), got {tuple(features.shape)}")
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating tensor, got {features.dtype}")
-    if not torch.isfinite(features).all():
-        raise ValueError("features contain NaN or infinite values")
+    require(torch.isfinite(features).all(), "features contain NaN or infinite values")
 
 
 def removal_round(unit_features: torch.Tensor, remaining: torch.Tensor, num_removed: int) -> torch.Tensor:

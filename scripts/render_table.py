@@ -56,7 +56,8 @@ def notes(cfg, jobs, ours, columns) -> list[str]:
     native = next((row for row in ours if row.method == "none" and row.config is not None), None)
     lines = [
         f"Ours: model={cfg.model.name}, benchmark={cfg.benchmark.name} ({', '.join(cfg.benchmark.tasks)}), "
-        f"limit={cfg.limit}, runtime={cfg.runtime}; {len(complete)} of {len(jobs)} runs complete; code version {code_version()}; "
+        f"limit={cfg.limit}, runtime={cfg.runtime}; {len(complete)} of {len(jobs)} runs complete; "
+        f"code version {code_version()}; "
         f"run folders under {run_dir(jobs[0]).parent}.",
         f"Paper: {PAPER_SOURCE}.",
         STAGE_NOTE,

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from evoprune.device_checks import deferred_checks
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
 from evoprune.harness.pruning import Pruner, VisualTokens, check_reduction, check_selection
@@ -215,7 +216,15 @@ def generate(
 ) -> Generation:
     """Answer ``question`` about ``visual`` (a PIL image or a video path) greedily, stopping at EOS, a
     stop string or the limit, but not before ``min_new_tokens`` (a warm-up that must reach the decode
-    step). ``sample_id`` identifies the sample to the pruner (seeded methods)."""
+    step). ``sample_id`` identifies the sample to the pruner (seeded methods). The pruners' value checks
+    (`evoprune.device_checks`) are read after the answer: one that failed raises then."""
+    with deferred_checks() as checks:
+        result = _answer(loaded, pruner, visual, question, max_new_tokens, until, sample_id, runtime, min_new_tokens)
+    checks.raise_failed()
+    return result
+
+
+def _answer(loaded, pruner, visual, question, max_new_tokens, until, sample_id, runtime, min_new_tokens):
     graphs_before = graphs_compiled()
     timer = StageTimer(loaded.device)
     model = loaded.model.model
@@ -228,7 +237,7 @@ def generate(
     projected = tokens.projected
     with timer.stage("pruning"):
         keep = pruner.select(tokens)
-        check_selection(pruner, keep, tokens)
+        keep = check_selection(pruner, keep, tokens)
     with timer.stage("other"):
         sequence, is_newline = lay_out(loaded, projected, keep, tokens.on_grid)
     with timer.stage("prefill"):

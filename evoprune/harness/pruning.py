@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import OmegaConf
 
+from evoprune.device_checks import require
 from evoprune.harness.layout import pool_grid
 from evoprune.harness.settings import ConfigError
 
@@ -201,15 +202,17 @@ def check_reduction(pruner: Pruner, reduced, tokens: VisualTokens) -> None:
     frames, _, channels = tokens.features.shape
     expected = (frames, pruner.tokens_per_frame, channels)
     _check_shape(pruner, "reduce", tuple(reduced.shape), expected, "frames, tokens per frame, channels")
-    if not bool(torch.isfinite(reduced).all()):
-        raise ValueError(f"{_who(pruner, 'reduce')} returned non-finite values")
+    require(torch.isfinite(reduced).all(), f"{_who(pruner, 'reduce')} returned non-finite values")
 
 
-def check_selection(pruner: Pruner, keep, tokens: VisualTokens) -> None:
+def check_selection(pruner: Pruner, keep, tokens: VisualTokens) -> torch.Tensor | None:
     """The contract of `Pruner.select`, checked for every pruner: None, or a (frames, tokens_per_frame)
-    integer tensor of strictly ascending indices into each frame's candidates. ValueError naming the pruner."""
+    integer tensor of strictly ascending indices into each frame's candidates. ValueError naming the pruner.
+
+    The values are checked with `evoprune.device_checks.require` (after the answer, inside the pipeline),
+    so ``keep`` is returned clamped to the candidates: a bad index fails the sample, never the device."""
     if keep is None:
-        return
+        return None
     who = _who(pruner, "select")
     frames, candidates = tokens.projected.shape[:2]
     integer = isinstance(keep, torch.Tensor) and not (keep.is_floating_point() or keep.is_complex())
@@ -217,12 +220,17 @@ def check_selection(pruner: Pruner, keep, tokens: VisualTokens) -> None:
         shown = f"a {keep.dtype} tensor" if isinstance(keep, torch.Tensor) else type(keep).__name__
         raise ValueError(f"{who} returned {shown}; expected an integer tensor")
     _check_shape(pruner, "select", tuple(keep.shape), (frames, pruner.tokens_per_frame), "frames, tokens per frame")
-    outside = keep[(keep < 0) | (keep >= candidates)]
-    if outside.numel():
-        raise ValueError(f"{who} returned index {int(outside[0])}, outside [0, {candidates - 1}]")
-    if keep.shape[1] > 1 and bool((keep[:, 1:] <= keep[:, :-1]).any()):
-        frame = int((keep[:, 1:] <= keep[:, :-1]).any(dim=1).nonzero()[0])
-        raise ValueError(f"{who} returned indices not strictly ascending (duplicates or unsorted) in frame {frame}")
+    outside = (keep < 0) | (keep >= candidates)
+    require(~outside.any(), lambda: f"{who} returned index {int(keep[outside][0])}, outside [0, {candidates - 1}]")
+    unordered = keep[:, 1:] <= keep[:, :-1]
+    require(
+        ~unordered.any(),
+        lambda: (
+            f"{who} returned indices not strictly ascending (duplicates or unsorted) in frame "
+            f"{int(unordered.any(dim=1).nonzero()[0])}"
+        ),
+    )
+    return keep.clamp(0, candidates - 1)
 
 
 def locate_pruner_weights(pruner_cfg) -> None:
