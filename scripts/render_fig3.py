@@ -94,6 +94,7 @@ def run_times(folder: Path, task: str) -> tuple[dict | None, str]:
     if not stages or not stages.get("samples"):
         return None, f"the run at {shown(folder)} has no timed samples of {task} (tasks: {sorted(per_task)})"
     row = segments({stage: stages[stage] * 1000 for stage in STAGES_READ})
+    row["preprocess_ms"] += stages.get("video_decode", 0.0) * 1000  # runs before the split have none
     return {**row, "samples": stages["samples"], "origin": shown(folder)}, ""
 
 

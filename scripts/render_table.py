@@ -36,6 +36,7 @@ from evoprune.harness.tables import (  # noqa: E402
     markdown,
     paper_rows,
     pareto_plot,
+    ttft_markdown,
 )
 
 PAPER_SOURCE = "arXiv 2603.03681, NVIDIA H20, as printed"
@@ -129,6 +130,8 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
             markdown(diff, columns, signed=True),
             "## Agreement with Native, per benchmark (%)",
             agreement_markdown(ours, benchmark_columns),
+            "## Time to first token (median per sample; model TTFT = without video decoding and preprocessing)",
+            ttft_markdown(ours),
             "## Notes",
             "\n".join(f"- {line}" for line in footnotes),
         ]

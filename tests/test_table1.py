@@ -115,6 +115,11 @@ def test_smoke_table_renders_all_19_rows_beside_the_paper_then_the_extra_rows(sw
         assert cells[5] == "—" and cells[6] == "—"  # MMB-CN, MM-Vet: no smoke counterpart
     assert "| FasterVLM | 128 | 75.5 | 1353 | 58.3 | 54.8 | 33.1 | 1.15 | 0.77 | 0.85 | 72.3 | 94.6 |" in paper
     assert "21 of 21 runs complete" in md and "(not in the paper): baselines the paper does not report" in md
+    ttft = md.split("## Time to first token")[1].split("## Notes")[0]
+    ttft_rows = [[c.strip() for c in line.strip("|").split("|")] for line in ttft.splitlines() if line.startswith("| ")]
+    assert len(ttft_rows) == 2 + 19 + len(EXTRA)  # header, rule, every row
+    assert ttft_rows[2][:2] == ["Native", "all"] and ttft_rows[2][3] == ttft_rows[2][5] == "1.00"
+    assert all(float(ms) > 0 for row in ttft_rows[2:] for ms in (row[2], row[4]))
     table = load_paper_table("table1")
     assert len(table) == 19
     csv = (sweep["root"] / "tables" / "table1_smoke.csv").read_text().splitlines()

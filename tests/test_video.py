@@ -62,6 +62,16 @@ def test_a_video_shorter_than_the_frame_count_repeats_frames():
     assert (np.diff(indices) >= 0).all() and len(set(indices.tolist())) == 26  # every frame, some twice
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_readers_side_by_side_decode_the_same_frames_in_order(clips, workers, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))  # as many cores as readers asked
+    path, _ = _clip(clips, shorter_than=1000)
+    one = read_video(path, 7)
+    several = read_video(path, 7, workers=workers)
+    assert np.array_equal(several.frames, one.frames) and several.timestamps == one.timestamps
+    assert len({frame.tobytes() for frame in one.frames}) > 1  # distinct frames: a reordering would show
+
+
 def test_read_video_samples_a_short_clip_with_repeats_and_times(clips):
     path, clip = _clip(clips)
     video = read_video(path, 64)
@@ -281,6 +291,7 @@ def test_dart_keeps_frames_times_budget_over_the_whole_span_and_every_newline(vi
         (["pruner=dart", "budget=170"], "[1, 169] for pruner 'dart'"),
         (["pruner=evoprune", "budget=730"], "budget=730 is outside the valid range [1, 729] for pruner 'evoprune'"),
         (["model.video.frames=0"], "model.video.frames=0 must be an integer >= 1"),
+        (["model.video.decode_workers=0"], "model.video.decode_workers=0 must be an integer >= 1"),
         (["benchmark=smoke_image"], "model=tiny_llava_video reads videos but benchmark=smoke_image holds images"),
     ],
 )

@@ -76,6 +76,7 @@ class VideoSampling:
 
     frames: int = 64
     frame_batch: int = 16  # frames per vision-tower forward
+    decode_workers: int = 1  # decord readers decoding the sampled frames side by side
     time_instruction: str = ""  # formatted with duration, frames, timestamps; "" leaves it out
 
 

@@ -1,7 +1,7 @@
 """Staged greedy generation for one sample (an image or a video) and one prompt, timed per stage.
 
-One path for both: a sample carries F frames (F = 1 for an image). Stages:
-``preprocess`` (video decoding + frame sampling, image/frame preprocessing, prompt), ``vision_encoder``
+One path for both: a sample carries F frames (F = 1 for an image). Stages: ``video_decode`` (reading a
+video's sampled frames), ``preprocess`` (the image processor on the image or frames, the prompt), ``vision_encoder``
 (all frames, in batches of ``video.frame_batch``; in-encoder pruning included), ``other`` (projector,
 pooling, and the newline layout of the visual sequence: the paper's Figure 3 middle bar), ``pruning``
 (post-encoder selection), ``prefill`` (the LLM over the whole prompt, LLM-side pruning included) and
@@ -18,6 +18,7 @@ skip the model's pooling and get the model's ``merged_newline`` layout (`evoprun
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,24 +56,35 @@ def build_prompt(template: str, question: str, time_text: str = "") -> str:
     return template.format(prompt=question, time_instruction=time_text)
 
 
-def prepare_inputs(loaded: LoadedModel, visual, question: str) -> tuple[torch.Tensor, str]:
-    """(F, 3, H, W) pixel values and the prompt for an image (PIL) or a video (a file path)."""
+def prepare_inputs(
+    loaded: LoadedModel, visual, question: str, timer: StageTimer | None = None
+) -> tuple[torch.Tensor, str]:
+    """(F, 3, H, W) pixel values and the prompt for an image (PIL) or a video (a file path). With a
+    ``timer``: reading the video's sampled frames is timed as ``video_decode``, the image processor and the
+    prompt as ``preprocess``."""
     if isinstance(visual, Image.Image):
         if loaded.media != "image":
             raise ValueError(f"got an image, but this model reads {loaded.media}s")
-        pixel_values = loaded.image_processor(visual.convert("RGB"), return_tensors="pt").pixel_values
-        prompt = build_prompt(loaded.prompt_template, question)
+        with _cpu_stage(timer, "preprocess"):
+            pixel_values = loaded.image_processor(visual.convert("RGB"), return_tensors="pt").pixel_values
+            prompt = build_prompt(loaded.prompt_template, question)
     elif isinstance(visual, (str, Path)):
         if loaded.media != "video":
             raise ValueError(f"got a video file ({visual}), but this model reads {loaded.media}s")
-        clip = read_video(visual, loaded.video.frames)
-        pixel_values = loaded.image_processor(list(clip.frames), return_tensors="pt").pixel_values
-        template = loaded.video.time_instruction
-        time_text = time_instruction(template, clip.timestamps, clip.duration) if template else ""
-        prompt = build_prompt(loaded.prompt_template, question, time_text)
+        with _cpu_stage(timer, "video_decode"):
+            clip = read_video(visual, loaded.video.frames, loaded.video.decode_workers)
+        with _cpu_stage(timer, "preprocess"):
+            pixel_values = loaded.image_processor(list(clip.frames), return_tensors="pt").pixel_values
+            template = loaded.video.time_instruction
+            time_text = time_instruction(template, clip.timestamps, clip.duration) if template else ""
+            prompt = build_prompt(loaded.prompt_template, question, time_text)
     else:
         raise TypeError(f"a visual must be a PIL image or a video file path, got {type(visual).__name__}")
     return pixel_values.to(loaded.device, loaded.dtype), prompt
+
+
+def _cpu_stage(timer: StageTimer | None, name: str):
+    return nullcontext() if timer is None else timer.stage(name, on_device=False)
 
 
 def _input_ids_with_visual_run(loaded: LoadedModel, prompt: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,8 +240,7 @@ def _answer(loaded, pruner, visual, question, max_new_tokens, until, sample_id, 
     graphs_before = graphs_compiled()
     timer = StageTimer(loaded.device)
     model = loaded.model.model
-    with timer.stage("preprocess", on_device=False):
-        pixel_values, prompt = prepare_inputs(loaded, visual, question)
+    pixel_values, prompt = prepare_inputs(loaded, visual, question, timer)
 
     with timer.stage("vision_encoder"):
         features, cls_features, layer_input = encode_frames(loaded, pixel_values, runtime)

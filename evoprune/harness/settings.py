@@ -212,12 +212,12 @@ def check_media(model_cfg, benchmark_cfg) -> None:
 
 
 def check_video(model_cfg) -> None:
-    """A video model's ``video.frames`` and ``video.frame_batch`` are integers >= 1."""
+    """A video model's ``video.frames``, ``video.frame_batch`` and ``video.decode_workers`` are integers >= 1."""
     video = model_cfg.get("video")
     if video is None:
         return
-    for key in ("frames", "frame_batch"):
-        value = video.get(key)
+    for key, default in (("frames", None), ("frame_batch", None), ("decode_workers", 1)):
+        value = video.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"model.video.{key}={value!r} must be an integer >= 1")
 

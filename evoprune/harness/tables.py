@@ -243,6 +243,26 @@ def agreement_markdown(rows: list[Row], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def ttft_markdown(rows: list[Row]) -> str:
+    """Median TTFT and model TTFT (ms) of every complete run, and each ÷ Native's (same machine and sweep).
+
+    Model TTFT leaves out video decoding and preprocessing (CPU work no pruner changes)."""
+    medians = {}
+    for row in rows:
+        if row.config is not None:
+            overall = json.loads((row.run / "latency.json").read_text())["overall"]
+            medians[row.method, row.budget] = (overall.get("ttft"), overall.get("model_ttft"))
+    native = medians.get(("none", None), (None, None))
+    table = [["Method", "Tokens", "TTFT ms", "÷ Native", "model TTFT ms", "÷ Native"]]
+    for row in rows:
+        cells = [row.label, "all" if row.budget is None else str(row.budget)]
+        for ours, base in zip(medians.get((row.method, row.budget), (None, None)), native, strict=True):
+            cells.append(MISSING if ours is None else f"{1000 * ours:.1f}")
+            cells.append(f"{ours / base:.2f}" if ours is not None and base else MISSING)
+        table.append(cells)
+    return markdown_table(table, left=2)
+
+
 def tex_escape(text: str) -> str:
     """``text`` safe in a LaTeX table cell."""
     for plain, tex in (

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-STAGES = ("preprocess", "vision_encoder", "other", "pruning", "prefill", "decode")
+STAGES = ("video_decode", "preprocess", "vision_encoder", "other", "pruning", "prefill", "decode")
 
 
 class StageTimer:
