@@ -86,7 +86,7 @@ from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
 from evoprune.harness.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
 from evoprune.harness.resume import code_version  # noqa: E402
-from evoprune.harness.tables import latex_table, markdown_table  # noqa: E402
+from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
 from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
 
 METHODS = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune")

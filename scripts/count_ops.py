@@ -25,7 +25,7 @@ from bench_encoder import RESULTS, TOWERS  # noqa: E402
 import evoprune  # noqa: E402
 from evoprune.harness.op_count import count_ops  # noqa: E402
 from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.tables import markdown_table  # noqa: E402
+from evoprune.harness.text_tables import markdown_table  # noqa: E402
 
 TARGET = 2.5  # issue 25: the eager patched tower dispatches at most this many times Native's ops
 

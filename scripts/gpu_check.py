@@ -31,7 +31,7 @@ import bench_encoder  # noqa: E402
 
 from evoprune import attention  # noqa: E402
 from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.tables import markdown_table  # noqa: E402
+from evoprune.harness.text_tables import markdown_table  # noqa: E402
 from evoprune.merge import protection_levels  # noqa: E402
 
 SHAPES = {  # (label, heads, tokens, head dim)

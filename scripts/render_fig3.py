@@ -43,7 +43,8 @@ from evoprune.harness.resume import RUN_RECORD  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
 from evoprune.harness.settings import ConfigError  # noqa: E402
 from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
-from evoprune.harness.tables import MISSING, latex_table, markdown_table  # noqa: E402
+from evoprune.harness.tables import MISSING  # noqa: E402
+from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
 
 BASELINES = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner")
 # The stages Figure 3 reads (latency.json keys; the benchmark CSV's columns add "_ms").

@@ -28,6 +28,7 @@ import pandas as pd
 from evoprune.harness.outputs import write_figure
 from evoprune.harness.paper import METHOD_LABELS, aggregate, load_paper_table
 from evoprune.harness.resume import read_complete
+from evoprune.harness.text_tables import markdown_table, tex_escape
 from evoprune.harness.video_metrics import in_derived
 
 MISSING, NOT_SCORED, NO_SAMPLES = "—", "n/s", "n/a"
@@ -261,35 +262,6 @@ def ttft_markdown(rows: list[Row]) -> str:
             cells.append(f"{ours / base:.2f}" if ours is not None and base else MISSING)
         table.append(cells)
     return markdown_table(table, left=2)
-
-
-def tex_escape(text: str) -> str:
-    """``text`` safe in a LaTeX table cell."""
-    for plain, tex in (
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("—", "--"),
-        ("~", r"$\sim$"),
-        ("§", r"\S{}"),
-    ):
-        text = text.replace(plain, tex)
-    return text
-
-
-def markdown_table(rows: list[list[str]], left: int = 1) -> str:
-    """A Markdown table of string cells (the header row first; the first ``left`` columns left-aligned)."""
-    rule = ["---"] * left + ["---:"] * (len(rows[0]) - left)
-    return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], rule, *rows[1:]])
-
-
-def latex_table(rows: list[list[str]], left: int = 1) -> str:
-    """A booktabs tabular of string cells (the header row first; the first ``left`` columns left-aligned)."""
-    lines = [r"\begin{tabular}{" + "l" * left + "r" * (len(rows[0]) - left) + "}", r"\toprule"]
-    lines += [" & ".join(map(tex_escape, rows[0])) + r" \\", r"\midrule"]
-    lines += [" & ".join(map(tex_escape, row)) + r" \\" for row in rows[1:]]
-    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def latex(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> str:
