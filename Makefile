@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lock check-latest demo test mutate lint clean table1 table2 table3 fig1 fig3 fig4 sweep
+.PHONY: install lock check-latest demo test mutate lint clean device-wheels table1 table2 table3 fig1 fig3 fig4 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task;
 # RUNTIME=compiled runs every cell with runtime=compiled (its own run folders and table files).
@@ -28,6 +28,10 @@ lock:
 ## fast subset of the tests; prints which packages differ from the lock and what broke.
 check-latest:
 	bash scripts/check_latest.sh .venv-latest
+
+## The wheels and clip the device check's TTFT step needs on a lent GPU machine, into .device-wheels/ (carry it).
+device-wheels: $(INSTALLED)
+	bash scripts/device_wheels.sh
 
 ## Main job on the built-in default: the tiny LLaVA trained offline (its checkpoint ships) on the shapes suite.
 demo: $(INSTALLED)

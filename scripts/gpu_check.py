@@ -1,6 +1,6 @@
-"""The prepared device check: EvoPrune's fused attention checked on the device, then encoder latency.
+"""The prepared device check: EvoPrune's fused attention on the device, encoder latency, time to first token.
 
-Needs torch and transformers only (the lent GPU machines have no lmms-eval and no network). Steps:
+Steps 1 and 2 need torch and transformers only (the lent GPU machines have no lmms-eval and no network):
 1. `evoprune.attention` on the device, in float16, bfloat16 and float32, at CLIP-L's and SigLIP's
    shapes (heads 16; 577 × 64 and 729 × 72), random and peaked attention: the importance's largest
    relative error against the explicit formula in float64, whether the protected set (CTR 0.25) is
@@ -8,11 +8,15 @@ Needs torch and transformers only (the lent GPU machines have no lmms-eval and n
    fallback). This is where the CUDA kernels' log-sum-exp conventions are checked.
 2. Encoder latency, eager: `bench_encoder.py` for CLIP-L/336 on one image and SigLIP-so400m on 64
    frames (Native and the paper's budgets), which writes its own results/bench_encoder*_<device>.*.
+3. Time to first token, eager and compiled: `ttft_check.py` (LLaVA-1.5 at Native and 64 tokens, LLaVA-Video
+   at 64 frames), which writes results/ttft_check_<device>.*. It needs the harness's packages (omegaconf,
+   pillow, decord, this repo's transformers): on a lent machine from the wheels `make device-wheels`
+   downloads (gpu_check.sh installs them when .device-wheels is carried); without them it says so.
 
 Writes results/gpu_check_<device>.{json,md} and prints the tables last. ``--shapes tiny`` runs the
 same steps with tiny towers on whatever device there is (the CPU test: under a minute).
 
-    bash scripts/gpu_check.sh [--shapes real|tiny] [--device cuda|cpu]
+    bash scripts/gpu_check.sh [--shapes real|tiny] [--device cuda|cpu] [--steps attention encoder ttft]
 """
 
 from __future__ import annotations
@@ -110,11 +114,33 @@ def render(device_name: str, rows: list[dict], encoder_tables: list[str], second
         "",
         markdown_table(table, left=3),
         "",
-        "## Encoder latency (eager), from bench_encoder.py",
+        "## Encoder latency (eager), from bench_encoder.py; then time to first token, from ttft_check.py",
         "",
         *encoder_tables,
     ]
     return "\n".join(lines) + "\n"
+
+
+TTFT_RUNS = {  # ttft_check.py arguments per shapes
+    "real": ["--models", "llava15", "llava_video", "--runtimes", "eager", "compiled", "--repeats", "5"],
+    "tiny": ["--models", "llava15", "--runtimes", "eager", "compiled", "--repeats", "1"],
+}
+STEPS = ("attention", "encoder", "ttft")
+
+
+def check_ttft(args, suffix: str) -> str:
+    """Step 3 (`ttft_check.py`); its table, or why it did not run (its imports need the harness's packages:
+    on a lent machine, the wheels `make device-wheels` downloads, which gpu_check.sh installs)."""
+    try:
+        import ttft_check
+    except ImportError as err:
+        why = f"{type(err).__name__}: {err}"
+        return f"## Time to first token: not run ({why}); run `make device-wheels` and carry .device-wheels"
+    clip = [] if args.clip is None else ["--clip", str(args.clip)]
+    ttft_check.main(
+        [*TTFT_RUNS[args.shapes], "--shapes", args.shapes, "--device", args.device, "--out", str(args.out), *clip]
+    )
+    return (args.out / f"ttft_check_{suffix}.md").read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,24 +148,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="real")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=bench_encoder.RESULTS)
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--clip", type=Path, help="the video the TTFT step reads (default: written with PyAV)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    suffix = device.type if args.shapes == "real" else f"{device.type}_tiny"
     started = time.perf_counter()
-    rows = check_attention(device, args.shapes)
-    encoder_tables = []
-    for run in ENCODER_RUNS[args.shapes]:
+    rows = check_attention(device, args.shapes) if "attention" in args.steps else []
+    tables = []
+    for run in ENCODER_RUNS[args.shapes] if "encoder" in args.steps else []:
         stem = bench_encoder.result_stem(run[1], device.type, _frames(run), args.shapes)
         bench_encoder.main([*run, "--device", args.device, "--out", str(args.out)])
-        encoder_tables.append((args.out / f"{stem}.md").read_text())
-    seconds = time.perf_counter() - started
-    suffix = device.type if args.shapes == "real" else f"{device.type}_tiny"
-    write_json(
-        args.out / f"gpu_check_{suffix}.json",
-        {"device": device_name, "torch": torch.__version__, "seconds": seconds, "attention": rows},
-    )
-    text = render(device_name, rows, encoder_tables, seconds)
-    write_text(args.out / f"gpu_check_{suffix}.md", text)
+        tables.append((args.out / f"{stem}.md").read_text())
+
+    def write(tables: list[str]) -> str:  # after each step: a later step running out of time loses nothing
+        seconds = time.perf_counter() - started
+        record = {"device": device_name, "torch": torch.__version__, "seconds": seconds, "attention": rows}
+        write_json(args.out / f"gpu_check_{suffix}.json", record)
+        text = render(device_name, rows, tables, seconds)
+        write_text(args.out / f"gpu_check_{suffix}.md", text)
+        return text
+
+    text = write(tables)
+    if "ttft" in args.steps:
+        text = write([*tables, check_ttft(args, suffix)])
     print(text, end="")
     return 0 if all(row["same_protected_set"] for row in rows if row["dtype"] == "float32") else 1
 
