@@ -20,14 +20,12 @@ from evoprune.harness.tables import (
     difference,
     format_value,
     latex,
-    latex_table,
     markdown,
-    markdown_table,
     normalise_answer,
     paper_rows,
     pareto_plot,
-    tex_escape,
 )
+from evoprune.harness.text_tables import latex_table, markdown_table, tex_escape
 
 COLUMNS = dict(compose_config("benchmark=image").benchmark.columns)
 RUN_CONFIG = identity_config(compose_config())
