@@ -98,7 +98,7 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
             pruner.attach(loaded.model)
             runtime = build_runtime(runtime_name, COMPILE, pruner, loaded.device)
             pruner.detach(loaded.model)
-            for warm_up in [True] + [False] * repeats:
+            for warm_up in [True] * max(1, runtime.warmup_generations) + [False] * repeats:
                 one(index, warm_up, runtime)
     rows = []
     for (name, budget), own, seconds in zip(runs, samples, warmup, strict=True):

@@ -143,3 +143,15 @@ def test_a_compiled_sweeps_table_has_its_own_files_and_says_its_runtime(tmp_path
     assert written == tmp_path / "tables" / "table1_smoke_compiled.md"  # the eager table1_smoke.* stays
     text = written.read_text()
     assert text.startswith("# Table 1: table1_smoke (runtime=compiled)") and "limit=2, runtime=compiled;" in text
+
+
+def test_the_backend_and_the_warm_up_follow_the_device():
+    """The config's choice per device type: on CUDA inductor with the tower as a CUDA graph, which needs a
+    second warm-up generation (its first call runs as is, the second records it); on CPU aot_eager."""
+    compile_cfg = compose_config().compile
+    cuda = build_runtime("compiled", compile_cfg, Pruner(None), torch.device("cuda"))  # compiles lazily
+    cpu = build_runtime("compiled", compile_cfg, Pruner(None), torch.device("cpu"))
+    eager = build_runtime("eager", compile_cfg, Pruner(None), torch.device("cuda"))
+    assert (cuda.backend, cuda.cuda_graph_tower, cuda.warmup_generations) == ("inductor", True, 2)
+    assert (cpu.backend, cpu.cuda_graph_tower, cpu.warmup_generations) == ("aot_eager", False, 1)
+    assert (eager.backend, eager.warmup_generations) == (None, 0)

@@ -80,8 +80,8 @@ class PrunedLlava(lmms):
 
     ``warmup`` untimed generations on the first request run before timing starts, so one-off
     costs (CUDA context, kernel selection, allocator growth, the ``runtime``'s compilation) do not land
-    in the first sample; each decodes at least `WARMUP_NEW_TOKENS` tokens, and ``warmup_seconds`` is
-    what they took.
+    in the first sample; each decodes at least `WARMUP_NEW_TOKENS` tokens, the runtime may ask for more
+    (`Runtime.warmup_generations`), and ``warmup_seconds`` is what they took.
     With a ``journal``, samples it holds are answered from it, and every newly answered sample is
     appended to it before the next one starts.
     """
@@ -144,7 +144,7 @@ class PrunedLlava(lmms):
 
     def _warm_up(self, visual, question: str, max_new_tokens: int, until: list[str], sample_id: str) -> None:
         start = time.perf_counter()
-        for _ in range(self.warmup):
+        for _ in range(max(self.warmup, self.runtime.warmup_generations)):
             generate(
                 self.loaded,
                 self.pruner,

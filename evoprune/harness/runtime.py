@@ -58,6 +58,12 @@ class Runtime:
     decode_fn: Callable = decode_step
     cuda_graph_tower: bool = False  # the tower replays a CUDA graph (inductor's reduce-overhead)
 
+    @property
+    def warmup_generations(self) -> int:
+        """Untimed generations needed before the first timed one: one to compile; with the tower as a CUDA
+        graph two, as CUDA-graph trees run a new graph's first call as is and record it at the second."""
+        return 0 if self.name == "eager" else 2 if self.cuda_graph_tower else 1
+
     def tower(self, tower, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.cuda_graph_tower:
             return self.tower_fn(tower, pixel_values)
