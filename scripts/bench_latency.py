@@ -39,8 +39,15 @@ FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd^2 + 4n
 pooling), LLM per layer 2S(2d^2 + 2d d_kv + 3d ff) + 4S^2 d over the S positions it runs (DART: K layers
 at the full S). Selection and merging work are not counted.
 
+``--runtime compiled`` (`evoprune.harness.runtime`): the tower, the prefill and the decode step through
+torch.compile, every run's graphs kept side by side so the rounds still interleave, compiled in the warm-up
+rounds; it times the whole model (no per-layer hooks in the graphs), so nothing may be scaled: the CUDA
+defaults, or ``--llm-layers`` all and ``--encoder-frames`` the largest frame count. Its files end in
+``_compiled``.
+
     python scripts/bench_latency.py [--model llava15|llava_video] [--device cpu|cuda] [--frames 1 8 64]
         [--budgets ...] [--repeats 5] [--warmup 1] [--encoder-frames E] [--llm-layers L] [--shapes real|tiny]
+        [--runtime eager|compiled]
     python scripts/bench_latency.py --model llava_video --render results/bench_latency_video_cpu.csv
 
 Writes results/bench_latency[_video]_<device>[_tiny].{csv,md,tex} and the figure
@@ -86,12 +93,14 @@ from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
 from evoprune.harness.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
 from evoprune.harness.resume import code_version  # noqa: E402
+from evoprune.harness.runtime import EAGER, Runtime, build_runtime, configured_compile  # noqa: E402
 from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
 from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
 
 METHODS = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune")
 EXTRA_METHODS = ("tome", "visionzip", "pooling", "random")  # not in the paper
 # the pipeline's video_decode is counted in preprocess here (this benchmark's preprocess: decoding + resizing)
+COMPILE = configured_compile()  # the harness's backend and modes per device type
 TTFT_STAGES = tuple(stage for stage in STAGES if stage not in ("decode", "video_decode"))
 PRE_LLM_STAGES = ("vision_encoder", "other", "pruning")
 PER_FRAME_STAGES = ("vision_encoder", "other")  # each frame on its own: scaled linearly to F frames
@@ -181,6 +190,7 @@ class Run:
     reduce: object = None  # the pruner's own `reduce`
     tokens: VisualTokens | None = None  # what the latest vision-side generation gave its pruner's `select`
     tower_tokens: VisualTokens | None = None  # ... and its `reduce` (the tower's own tokens)
+    runtime: Runtime = EAGER
 
     @property
     def key(self) -> str:
@@ -280,7 +290,7 @@ class Bench:
     loaded: LoadedModel
     visual: object  # PIL image or video path
     text_model: tuple  # CDPruner's (space, model, tokenizer)
-    clock: LayerClock
+    clock: LayerClock | None  # None with --runtime compiled: nothing scaled, no per-layer hooks in the graphs
     total_layers: int
     llm_layers: int  # decoder layers run by every run but DART's
     dart_layer: int
@@ -319,15 +329,36 @@ def time_vision_side(bench: Bench, run: Run, frames: int) -> tuple[dict, dict]:
     run.attach(loaded, bench.text_model)
     try:
         with decoder_depth(loaded.model.model.language_model, bench.depth(run)):
-            result = generate(loaded, run.pruner, bench.visual, bench.spec.question, max_new_tokens=1, until=[])
+            result = generate(
+                loaded, run.pruner, bench.visual, bench.spec.question, max_new_tokens=1, until=[], runtime=run.runtime
+            )
     finally:
         run.detach(loaded)
     times = {stage: result.times[stage] for stage in TTFT_STAGES}
     times["preprocess"] += result.times["video_decode"]
     times["prefill_measured"] = times["prefill"]
-    times["prefill"], llm_tokens = bench.take_prefill(run, times["prefill"])
+    if bench.clock is None:  # the whole LLM ran: its final length from the counts (DART's is its kept sequence)
+        pruned = result.visual_tokens_before - result.visual_tokens_after if run.own_prefill else 0
+        llm_tokens = result.prompt_tokens - pruned
+    else:
+        times["prefill"], llm_tokens = bench.take_prefill(run, times["prefill"])
     counts = {"visual_tokens": result.visual_tokens_after, "newline_tokens": result.newline_tokens}
     return with_totals(times), counts | {"llm_tokens": llm_tokens}
+
+
+def compile_runs(bench: Bench, runs: list[Run]) -> None:
+    """Give every run a compiled runtime, all kept side by side: the runs interleave, so no run's graphs
+    may be dropped for the next's (dynamo's guards tell the differently patched towers apart). Hitting
+    dynamo's recompile limit fails instead of running eagerly unsaid."""
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(runs))
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    for run in runs:
+        run.attach(bench.loaded, bench.text_model)
+        try:
+            run.runtime = build_runtime("compiled", COMPILE, run.pruner, bench.loaded.device, reset=False)
+        finally:
+            run.detach(bench.loaded)
 
 
 def time_preprocess(bench: Bench, frames: int) -> tuple[float, str]:
@@ -628,7 +659,8 @@ def figure_title(spec: ModelSpec, rows: list[dict]) -> str:
     last = rows[-1]
     head = (
         f"TTFT per stage, {spec.label} {'tiny test ' if last.get('shapes') == 'tiny' else ''}shapes, random weights, "
-        f"{last['machine'].split(';')[0]}, median of {last['repeats']} interleaved rounds; labels: relative to native"
+        f"{last['machine'].split(';')[0]}, runtime {last.get('runtime', 'eager')}, median of {last['repeats']} "
+        "interleaved rounds; labels: relative to native"
     )
     return "\n".join([head, f"{last['frames']} frames: {last['measurement']}"])  # `render_figure` wraps them
 
@@ -731,15 +763,16 @@ def read_rows(path: Path) -> list[dict]:
         rows = list(csv.DictReader(handle))
     for row in rows:
         for key, value in row.items():
-            if key not in ("method", "measurement", "machine", "shapes"):
+            if key not in ("method", "measurement", "machine", "shapes", "runtime"):
                 number = float(value)
                 row[key] = int(number) if number.is_integer() and not key.endswith(("_ms", "_gflops")) else number
     return rows
 
 
-def output_stem(spec: ModelSpec, device: str, shapes: str) -> str:
+def output_stem(spec: ModelSpec, device: str, shapes: str, runtime: str = "eager") -> str:
     video = "_video" if spec.is_video else ""
-    return f"bench_latency{video}_{device}{'_tiny' if shapes == 'tiny' else ''}"
+    compiled = "" if runtime == "eager" else f"_{runtime}"
+    return f"bench_latency{video}_{device}{'_tiny' if shapes == 'tiny' else ''}{compiled}"
 
 
 def figure_path(spec: ModelSpec, out: Path, stem: str) -> Path:
@@ -786,6 +819,12 @@ def parse_args(argv: list[str] | None):
         default=None,
         help="decoder layers timed, DART's K + 1 (default: 1 on cpu, all on cuda)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("eager", "compiled"),
+        default="eager",
+        help="evoprune.harness.runtime's: compiled times the whole model (nothing scaled), its own output files",
+    )
     parser.add_argument("--figure-budget", type=int, default=None, help="video figure's budget (default: the largest)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for csv/md/tex (figure in <out>/figures)")
     parser.add_argument("--render", type=Path, help="redraw the figure from a written CSV (no timing)")
@@ -811,7 +850,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser, args, spec = parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
-    stem = output_stem(spec, device.type, args.shapes)
+    stem = output_stem(spec, device.type, args.shapes, args.runtime)
     if args.render:
         rows = read_rows(args.render)
         panels = figure_panels(spec, rows, args.figure_budget)
@@ -830,12 +869,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     built_layers = max(llm_layers, dart_layer + 1) if llm_layers < total_layers else total_layers
     encoder_frames = args.encoder_frames or (1 if on_cpu else max(args.frames))
     plan = {frames: min(frames, encoder_frames) for frames in sorted(args.frames)}
+    compiled = args.runtime == "compiled"
+    if compiled and (llm_layers < total_layers or encoder_frames < max(args.frames)):
+        parser.error(
+            f"--runtime compiled times the whole model, nothing scaled: pass --llm-layers {total_layers} and "
+            f"--encoder-frames {max(args.frames)} (the CUDA defaults), got {llm_layers} and {encoder_frames}"
+        )
 
     loaded = build_model(spec, args.shapes, built_layers, device, dtype)
     for run in runs:
         run.record_tokens()
     language_model = loaded.model.model.language_model
-    clock = LayerClock(language_model.layers, device, timed=built_layers < total_layers)
+    clock = None if compiled else LayerClock(language_model.layers, device, timed=built_layers < total_layers)
     unrelated = ("out", "render", "repeats", "warmup", "figure_budget")  # rounds stay valid when only these change
     identity = {k: v for k, v in vars(args).items() if k not in unrelated}
     journal = Journal(args.out / f".{stem}.partial.json", identity | {"code": bench_code_version()})
@@ -850,6 +895,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             llm_layers=llm_layers,
             dart_layer=dart_layer,
         )
+        if compiled:
+            compile_runs(bench, runs)
+            args.warmup = max(args.warmup, *(run.runtime.warmup_generations for run in runs))
         previous = journal.rounds[: args.repeats]
         for record in previous:
             add_round(runs, record)
@@ -873,7 +921,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 kind = "warm-up" if round_index < warmup else "timed"
                 print(f"round {round_index + 1} ({kind}): {time.perf_counter() - round_start:.1f} s", flush=True)
         finally:
-            clock.remove()
+            if clock is not None:
+                clock.remove()
 
     rows = summarise(spec, args.shapes, runs, plan, dart_layer, loaded.num_visual_tokens, pool=not args.no_pool)
     elapsed = time.perf_counter() - started
@@ -883,7 +932,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text_tokens = native["llm_tokens"] - native["visual_tokens"] - native["newline_tokens"]
     title = (
         f"TTFT per stage, {spec.label} {'tiny test ' if args.shapes == 'tiny' else ''}shapes, random weights, "
-        f"{device.type}, median of {args.repeats} interleaved rounds after {args.warmup} warm-up (ms)"
+        f"{device.type}, runtime {args.runtime}, median of {args.repeats} interleaved rounds after {args.warmup} "
+        "warm-up (ms)"
     )
     notes = [f"{frames} frame{'s' if frames > 1 else ''}: {note}." for frames, note in notes_by_frames.items()]
     notes += [
@@ -910,10 +960,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "vision_encoder, VisionZip's and pooling's reduction in pruning.",
         f"Machine: {info}. Whole run (build + all rounds) {elapsed / 60:.1f} min.",
     ]
+    if compiled:
+        backend = runs[0].runtime.backend
+        notes.append(
+            f"Runtime compiled: torch.compile ({backend}) of the tower, the prefill and the decode step "
+            "(evoprune/harness/runtime.py), every run's graphs kept side by side; compiled in the warm-up rounds."
+        )
     table = markdown(rows, title, notes)
     print(table)
     for row in rows:
-        row |= {"repeats": args.repeats, "warmup": args.warmup, "shapes": args.shapes}
+        row |= {"repeats": args.repeats, "warmup": args.warmup, "shapes": args.shapes, "runtime": args.runtime}
         row |= {"measurement": notes_by_frames[row["frames"]], "machine": info}
     write_csv(args.out / f"{stem}.csv", rows)
     write_text(args.out / f"{stem}.md", table)

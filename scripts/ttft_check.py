@@ -38,7 +38,7 @@ from evoprune.harness.outputs import write_json, write_text  # noqa: E402
 from evoprune.harness.pipeline import generate  # noqa: E402
 from evoprune.harness.pruning import build_pruner  # noqa: E402
 from evoprune.harness.report import GROUPS  # noqa: E402
-from evoprune.harness.runtime import WARMUP_NEW_TOKENS, build_runtime  # noqa: E402
+from evoprune.harness.runtime import WARMUP_NEW_TOKENS, build_runtime, configured_compile  # noqa: E402
 from evoprune.harness.text_tables import markdown_table  # noqa: E402
 
 # model → (frames per shapes, runs as (pruner config, budget))
@@ -50,7 +50,7 @@ PLAN = {
     ),
 }
 STAGES = ("vision_encoder", "other", "pruning", "prefill", "model_ttft", "ttft")
-COMPILE = OmegaConf.load(ROOT / "configs" / "config.yaml").compile
+COMPILE = configured_compile()  # the harness's backend and modes per device type
 
 
 def _pruner(name: str, budget: int | None):

@@ -267,3 +267,21 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
     assert medians[1]["ttft"] == pytest.approx(0.01 + 3.5 + 0.1 + 0.2 + 2.0)
     unpooled = bench_latency.stage_medians(list(runs), list(samples), tokens, pool=False)
     assert unpooled[1]["vision_encoder"] == 5.0 and unpooled[1]["ttft"] == pytest.approx(0.01 + 5.3 + 3.0)
+
+
+def test_the_compiled_runtime_times_the_whole_model_into_its_own_files(tmp_path):
+    """--runtime compiled: every run's graphs side by side, the LLM's final length from the counts (no layer
+    hooks), the runtime in the rows and the file names; a scaled measurement is refused before any work."""
+    args = ["--model", "llava15", "--shapes", "tiny", "--device", "cpu", "--methods", "evoprune", "dart"]
+    args += ["--budgets", "64", "--repeats", "1", "--out", str(tmp_path), "--runtime", "compiled"]
+    with pytest.raises(SystemExit):
+        bench_latency.main(args)  # the CPU default measures 1 decoder layer and scales it
+    rows = bench_latency.main([*args, "--llm-layers", "4"])
+    assert [(row["method"], row["llm_tokens"], row["runtime"]) for row in rows] == [
+        ("none", 632, "compiled"),  # 56 text tokens + 576
+        ("evoprune", 120, "compiled"),
+        ("dart", 120, "compiled"),  # pruned inside the LLM: its kept sequence
+    ]
+    assert (tmp_path / "bench_latency_cpu_tiny_compiled.csv").exists()
+    assert (tmp_path / "figures" / "fig3_ttft_cpu_tiny_compiled.png").exists()
+    assert "runtime compiled" in (tmp_path / "bench_latency_cpu_tiny_compiled.md").read_text().splitlines()[0]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch._dynamo.utils import counters
@@ -89,6 +90,13 @@ class Runtime:
 EAGER = Runtime()
 
 
+def configured_compile():
+    """``configs/config.yaml``'s ``compile`` settings, for scripts that build a runtime without run.py."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(__file__).resolve().parents[2] / "configs" / "config.yaml").compile
+
+
 def _compile_options(compile_cfg, device: torch.device, part: str) -> dict:
     backend = compile_cfg.backend.get(device.type)
     if backend is None:
@@ -106,14 +114,18 @@ def _own_prefill(pruner) -> bool:
     return type(pruner).prefill is not Pruner.prefill
 
 
-def build_runtime(name: str, compile_cfg, pruner, device: torch.device) -> Runtime:
+def build_runtime(name: str, compile_cfg, pruner, device: torch.device, reset: bool = True) -> Runtime:
     """The runtime ``name`` (one of `RUNTIMES`) for ``pruner``'s run on ``device``; call after
-    ``pruner.attach`` (the tower is compiled as patched) and build a new one per run."""
+    ``pruner.attach`` (the tower is compiled as patched). ``reset`` drops every graph compiled before in
+    this process (a run compiles its own); ``reset=False`` keeps them, for a benchmark interleaving runs:
+    dynamo's guards tell the towers of differently patched runs apart (each its own graph, so raise
+    ``torch._dynamo.config.recompile_limit`` for many runs)."""
     if name not in RUNTIMES:
         raise ValueError(f"runtime={name!r} is not one of: {', '.join(RUNTIMES)}")
     if name == "eager":
         return EAGER
-    torch._dynamo.reset()  # no graph of an earlier run (another pruner's patched tower) is reused
+    if reset:
+        torch._dynamo.reset()
     tower = _compile_options(compile_cfg, device, "tower")
     llm = _compile_options(compile_cfg, device, "llm")
     return Runtime(
