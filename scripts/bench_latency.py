@@ -60,6 +60,7 @@ arguments and code resumes after its last completed round (warm-up rounds are ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -348,11 +349,9 @@ def time_vision_side(bench: Bench, run: Run, frames: int) -> tuple[dict, dict]:
 
 def compile_runs(bench: Bench, runs: list[Run]) -> None:
     """Give every run a compiled runtime, all kept side by side: the runs interleave, so no run's graphs
-    may be dropped for the next's (dynamo's guards tell the differently patched towers apart). Hitting
-    dynamo's recompile limit fails instead of running eagerly unsaid."""
+    may be dropped for the next's (dynamo's guards tell the differently patched towers apart; `main`
+    raises dynamo's recompile limit for them, and hitting it fails instead of running eagerly unsaid)."""
     torch._dynamo.reset()
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(runs))
-    torch._dynamo.config.fail_on_recompile_limit_hit = True
     for run in runs:
         run.attach(bench.loaded, bench.text_model)
         try:
@@ -884,7 +883,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unrelated = ("out", "render", "repeats", "warmup", "figure_budget")  # rounds stay valid when only these change
     identity = {k: v for k, v in vars(args).items() if k not in unrelated}
     journal = Journal(args.out / f".{stem}.partial.json", identity | {"code": bench_code_version()})
-    with tempfile.TemporaryDirectory() as folder:
+    # compiled: room for every run's graphs side by side, and a failure rather than eager runs past the limit
+    limits = {"recompile_limit": max(torch._dynamo.config.recompile_limit, 4 * len(runs))}
+    limits["fail_on_recompile_limit_hit"] = True
+    dynamo_limits = torch._dynamo.config.patch(**limits) if compiled else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as folder, dynamo_limits:
         bench = Bench(
             spec=spec,
             loaded=loaded,

@@ -1,7 +1,8 @@
 """Kernel launches and host syncs of a vision-tower forward, native vs EvoPrune (the CPU proxy of a GPU's cost).
 
 At batch 1 on a GPU a forward's time follows its number of dispatched ops (about one kernel launch
-each) more than its FLOPs, and a host sync stalls the launch queue. This counts both with
+each) more than its FLOPs, and a host sync stalls the launch queue. EvoPrune's attention is counted as a
+GPU runs it (`evoprune.attention.fused_on_cpu`; a CPU's default is the explicit formula). This counts both with
 `evoprune.harness.op_count` on random-weight towers (`bench_encoder.TOWERS`: CLIP-L/336 on one image,
 SigLIP-so400m on ``--frames`` frames), for Native and each budget, and writes
 results/op_counts_<shapes>.{json,md}. Counting does not depend on the weights or the machine.
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_encoder import RESULTS, TOWERS  # noqa: E402
 
 import evoprune  # noqa: E402
+from evoprune.attention import fused_on_cpu  # noqa: E402
 from evoprune.harness.op_count import count_ops  # noqa: E402
 from evoprune.harness.outputs import write_json, write_text  # noqa: E402
 from evoprune.harness.text_tables import markdown_table  # noqa: E402
@@ -40,7 +42,7 @@ def count_tower(name: str, shapes: str, frames: int, budgets: list[int], schedul
     for budget in [None, *budgets]:
         if budget is not None:
             evoprune.patch(model, budget, schedule, feature_layer=spec.feature_layer)
-        with torch.no_grad(), count_ops() as count:
+        with torch.no_grad(), fused_on_cpu(), count_ops() as count:  # EvoPrune as a GPU runs it
             model(pixel_values=pixels, output_hidden_states=True)
         merge_layers = sum(r > 0 for r in evoprune.schedule_of(model)) if budget is not None else 0
         evoprune.unpatch(model)

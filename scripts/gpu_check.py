@@ -64,7 +64,8 @@ def check_attention(device: torch.device, shapes: str) -> list[dict]:
                 q, k, v = (t.to(device, dtype) for t in (q, k, v))
                 scale = dim**-0.5
                 fused = attention._fused_with_lse(q, k, v, scale, None) is not None
-                out, importance = attention.attention_with_importance(q, k, v, scale)
+                with attention.fused_on_cpu():  # on a CPU too: this step checks the fused passes
+                    out, importance = attention.attention_with_importance(q, k, v, scale)
                 exact_out, exact = attention.explicit_attention(q.double(), k.double(), v.double(), scale)
                 error = ((importance.double() - exact).abs() / exact).max().item()
                 same = torch.equal(

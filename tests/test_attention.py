@@ -7,7 +7,7 @@ import torch
 from conftest import REPO_ROOT
 
 import evoprune
-from evoprune.attention import attention_with_importance, explicit_attention
+from evoprune.attention import attention_with_importance, explicit_attention, fused_on_cpu
 from evoprune.harness.op_count import count_ops
 from evoprune.merge import protection_levels
 
@@ -30,7 +30,8 @@ def _qkv(peaked: bool, dtype=torch.float32, batch=2, heads=3, tokens=50, dim=8):
 def test_importance_without_probabilities_equals_the_explicit_formula(peaked, key_bias, scale):
     q, k, v = _qkv(peaked)
     bias = torch.randn(2, 1, 1, 50) if key_bias else None
-    out, importance = attention_with_importance(q, k, v, scale, bias)
+    with fused_on_cpu():
+        out, importance = attention_with_importance(q, k, v, scale, bias)
     exact_bias = None if bias is None else bias.double()
     exact_out, exact = explicit_attention(q.double(), k.double(), v.double(), scale, exact_bias)
     assert ((importance - exact).abs() / exact).max() <= 1e-5
@@ -43,7 +44,8 @@ def test_half_precision_importance_protects_the_same_tokens():
     """bfloat16 (CPU): within a few times the explicit path's own rounding, the same protected set."""
     q, k, v = _qkv(peaked=True, dtype=torch.bfloat16)
     _, exact = explicit_attention(q.double(), k.double(), v.double(), 8**-0.5)
-    _, importance = attention_with_importance(q, k, v, 8**-0.5)
+    with fused_on_cpu():
+        _, importance = attention_with_importance(q, k, v, 8**-0.5)
     _, explicit_half = explicit_attention(q, k, v, 8**-0.5)
     assert importance.dtype == torch.float32
     assert ((importance - exact).abs() / exact).max() <= 4 * ((explicit_half - exact).abs() / exact).max()
@@ -57,10 +59,27 @@ def test_half_precision_importance_protects_the_same_tokens():
 def test_only_a_bias_per_key_keeps_the_fused_kernels(bias_shape, fused):
     q, k, v = _qkv(peaked=False)
     bias = None if bias_shape is None else torch.randn(bias_shape)
-    with count_ops() as count:
+    with fused_on_cpu(), count_ops() as count:
         attention_with_importance(q, k, v, 8**-0.5, bias)
     assert ("aten._softmax" not in count.ops) == fused
     assert count.ops["aten._scaled_dot_product_flash_attention_for_cpu"] == (2 if fused else 0)
+
+
+def test_a_cpu_takes_the_explicit_formula_unless_told_and_both_merge_the_same_tokens():
+    """The CPU default (its time is arithmetic: the swapped pass would be a second attention)."""
+    spec = TOWERS["clip"]
+    config = spec.config_class(**spec.shapes["tiny"])
+    torch.manual_seed(0)
+    model = spec.model_class(config).eval()
+    evoprune.patch(model, 16, "skip", feature_layer=spec.feature_layer)
+    pixels = torch.randn(1, 3, config.image_size, config.image_size)
+    with torch.no_grad(), count_ops() as count:
+        explicit = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    with torch.no_grad(), fused_on_cpu(), count_ops() as fused_count:
+        fused = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    assert "aten._softmax" in count.ops and "aten._softmax" not in fused_count.ops  # probabilities only by default
+    assert explicit.shape == fused.shape == (1, 17, config.hidden_size)
+    torch.testing.assert_close(explicit, fused, rtol=1e-4, atol=1e-4)
 
 
 def test_a_bias_that_varies_per_query_takes_the_explicit_formula():
@@ -82,7 +101,7 @@ def test_patched_tower_dispatches_at_most_the_ceiling_times_native_ops_and_no_sy
     with torch.no_grad(), count_ops() as native:
         model(pixel_values=pixels, output_hidden_states=True)
     evoprune.patch(model, 16, "skip", feature_layer=spec.feature_layer)
-    with torch.no_grad(), count_ops() as patched:
+    with torch.no_grad(), fused_on_cpu(), count_ops() as patched:  # the path a GPU takes
         model(pixel_values=pixels, output_hidden_states=True)
     assert patched.total <= ceiling * native.total, (patched.total, native.total)
     assert patched.sync_total == 0, patched.syncs
