@@ -14,14 +14,15 @@ each swapped row, so it is added to the column log-sum-exp instead of to the log
 or a device without such a kernel, takes `explicit_attention`, the plain formula (also the reference
 in the tests). The kernels are private aten ops (``_scaled_dot_product_*``), stable since torch 2.2.
 
+In half precision the −lse offset is rounded to the input dtype after centring on its per-head
+maximum (an error of about 2⁻¹¹ × the spread of lse within a head, like the rounding of the logits).
+
 On a CPU the explicit formula is the default: there arithmetic, not kernel launches or memory traffic,
 sets the time, and the swapped pass is a second attention's worth of it, while the explicit formula
 reads the probabilities it already computed for the output (2 cores, float32, EvoPrune at 64 tokens,
 forwards alternating, min of 5: CLIP-L/336 on one image 1054 ms explicit, 1102 ms fused; SigLIP-so400m on
 8 frames, min of 3: 14.08 s and 14.04 s, even). `fused_on_cpu` takes the fused passes there too: to count
 the ops a GPU would launch, and to test them.
-In half precision the −lse offset is rounded to the input dtype after centring on its per-head
-maximum (an error of about 2⁻¹¹ × the spread of lse within a head, like the rounding of the logits).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from evoprune.harness.pipeline import generate
 from evoprune.harness.pruning import Pruner, build_pruner
 from evoprune.harness.resume import identity_config
 from evoprune.harness.runner import load_pruned_model, run_dir
-from evoprune.harness.runtime import WARMUP_NEW_TOKENS, build_runtime, decode_step, tower_hidden_states
+from evoprune.harness.runtime import WARMUP_NEW_TOKENS, Runtime, build_runtime, decode_step, tower_hidden_states
 from evoprune.harness.settings import ConfigError, check_config
 from evoprune.harness.smoke_video import ensure_smoke_video_data
 
@@ -155,3 +155,24 @@ def test_the_backend_and_the_warm_up_follow_the_device():
     assert (cuda.backend, cuda.cuda_graph_tower, cuda.warmup_generations) == ("inductor", True, 2)
     assert (cpu.backend, cpu.cuda_graph_tower, cpu.warmup_generations) == ("aot_eager", False, 1)
     assert (eager.backend, eager.warmup_generations) == (None, 0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "warmup", "count"),
+    [
+        (Runtime(), 1, 1),
+        (Runtime(), 0, 0),
+        (Runtime(name="compiled"), 1, 1),
+        (Runtime(name="compiled"), 3, 3),
+        (Runtime(name="compiled", cuda_graph_tower=True), 1, 2),
+    ],
+)
+def test_the_warm_up_runs_once_as_often_as_config_and_runtime_ask(monkeypatch, tiny_loaded, runtime, warmup, count):
+    from evoprune.harness import lmms_model
+
+    calls = []
+    monkeypatch.setattr(lmms_model, "generate", lambda *args, **kwargs: calls.append(kwargs["min_new_tokens"]))
+    lm = lmms_model.PrunedLlava(tiny_loaded, Pruner(None), warmup=warmup, progress=False, runtime=runtime)
+    for _ in range(3):  # three computed samples
+        lm._warm_up(IMAGE, "What is it?", 1, [], "s")
+    assert calls == [WARMUP_NEW_TOKENS] * count

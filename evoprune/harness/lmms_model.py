@@ -103,6 +103,7 @@ class PrunedLlava(lmms):
         self.journal = journal
         self.runtime = runtime
         self.warmup_seconds = 0.0
+        self.warmed_up = False
         self.records: list[SampleRecord] = []
         self.total = 0  # requests handed to generate_until
         self.answered_all = False  # generate_until returned an answer for every request
@@ -143,6 +144,9 @@ class PrunedLlava(lmms):
         return record
 
     def _warm_up(self, visual, question: str, max_new_tokens: int, until: list[str], sample_id: str) -> None:
+        """Before the first computed sample only."""
+        if self.warmed_up:
+            return
         start = time.perf_counter()
         for _ in range(max(self.warmup, self.runtime.warmup_generations)):
             generate(
@@ -157,7 +161,7 @@ class PrunedLlava(lmms):
                 min_new_tokens=WARMUP_NEW_TOKENS,
             )
         self.warmup_seconds += time.perf_counter() - start
-        self.warmup = 0
+        self.warmed_up = True
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers = []
