@@ -531,3 +531,21 @@ def test_ctrl_c_right_after_a_journal_line_counts_that_sample_as_kept(tmp_path, 
     with pytest.raises(runner.RunInterrupted, match=r"interrupted after 1 of 1 samples of "):
         runner.evaluate(cfg)
     assert count_lines(run_dir(cfg) / "partial" / "journal.jsonl") == 1
+
+
+def test_the_journal_keeps_its_whole_successful_samples_for_a_resume(tmp_path):
+    cfg = compose_config(f"output_dir={tmp_path}")
+    path = _journal_with(run_dir(cfg), cfg, [_record(0), _record(1, error="ValueError: x"), _record(2)])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"crc32": 1, "record": ')  # a line cut short by a kill
+    assert Journal(run_dir(cfg), identity_config(cfg)).kept() == 2  # not the error, not the cut line
+
+
+def test_compile_settings_change_the_identity_of_compiled_runs_only():
+    eager = [identity_config(compose_config(f"compile.llm_mode={mode}")) for mode in ("null", "max-autotune")]
+    assert eager[0] == eager[1] and "compile" not in eager[0]
+    compiled = [
+        identity_config(compose_config("runtime=compiled", f"compile.llm_mode={mode}"))
+        for mode in ("null", "max-autotune")
+    ]
+    assert compiled[0] != compiled[1] and compiled[0]["compile"]["llm_mode"] is None

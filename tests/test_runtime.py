@@ -12,7 +12,6 @@ from PIL import Image
 from evoprune.harness import runner
 from evoprune.harness.pipeline import generate
 from evoprune.harness.pruning import Pruner, build_pruner
-from evoprune.harness.resume import identity_config
 from evoprune.harness.runner import load_pruned_model, run_dir
 from evoprune.harness.runtime import WARMUP_NEW_TOKENS, Runtime, build_runtime, decode_step, tower_hidden_states
 from evoprune.harness.settings import ConfigError, check_config
@@ -111,14 +110,6 @@ def test_a_compiled_run_reports_its_runtime_and_lands_beside_the_eager_one(tmp_p
     assert (meta["runtime"], meta["compile_backend"]) == ("compiled", "aot_eager")  # the CPU default
     assert meta["warmup_seconds"] > 0 and meta["samples_timed_with_compilation"] == 0
     assert "| cpu | compiled (aot_eager)" in (folder / "summary.txt").read_text().splitlines()[0]
-
-
-def test_compile_settings_are_part_of_a_compiled_runs_identity_only():
-    eager, eager_other = (compose_config(f"compile.llm_mode={m}") for m in ("null", "max-autotune"))
-    assert identity_config(eager) == identity_config(eager_other)
-    compiled = compose_config("runtime=compiled")
-    other = compose_config("runtime=compiled", "compile.llm_mode=max-autotune")
-    assert identity_config(compiled) != identity_config(other) and "compile" in identity_config(compiled)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from evoprune.harness.tables import (
     normalise_answer,
     paper_rows,
     pareto_plot,
+    ttft_markdown,
 )
 from evoprune.harness.text_tables import latex_table, markdown_table, tex_escape
 
@@ -31,9 +32,10 @@ COLUMNS = dict(compose_config("benchmark=image").benchmark.columns)
 RUN_CONFIG = identity_config(compose_config())
 
 
-def fake_run(folder, metrics, answers, total, pre_llm, llm=1.0, **meta):
+def fake_run(folder, metrics, answers, total, pre_llm, llm=1.0, ttft=None, **meta):
     """A complete run folder with the given per-task metrics, answers ({task: [answer, ...]}) and latency
-    (measured on ``meta``: device cpu, dtype float32, limit None unless given)."""
+    (measured on ``meta``: device cpu, dtype float32, limit None unless given); ``ttft``: (TTFT, model TTFT)
+    medians, absent from runs written before model TTFT existed."""
     rows = [
         {"task": task, "doc_id": i, "answer": answer, "error": None}
         for task, task_answers in answers.items()
@@ -44,7 +46,10 @@ def fake_run(folder, metrics, answers, total, pre_llm, llm=1.0, **meta):
     write_jsonl(folder / "samples.jsonl", rows)
     write_json(folder / "metrics.json", {"tasks": {t: {"metrics": m} for t, m in metrics.items()}})
     meta = {"device": "cpu", "dtype": "float32", "limit": None, **meta}
-    write_json(folder / "latency.json", {"meta": meta, "overall": {"total": total, "pre_llm": pre_llm, "llm": llm}})
+    overall = {"total": total, "pre_llm": pre_llm, "llm": llm}
+    if ttft is not None:
+        overall |= dict(zip(("ttft", "model_ttft"), ttft, strict=True))
+    write_json(folder / "latency.json", {"meta": meta, "overall": overall})
     record = completion_record(RUN_CONFIG, samples=len(rows), errors=0, resumed=0)
     write_json(folder / RUN_RECORD, record)
 
@@ -563,3 +568,18 @@ def test_pareto_plot_writes_the_png(tmp_path):
     rows = [plot_row("none", None, "Native", 1.0, 60.0)]
     assert pareto_plot(rows, [], tmp_path / "figures" / "pareto.png", "t") is True
     assert (tmp_path / "figures" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ttft_section_gives_each_runs_medians_in_ms_and_their_ratio_to_natives(tmp_path):
+    answers = {"vqav2_val": ["two"]}
+    fake_run(tmp_path / "none-all", NATIVE_METRICS, answers, total=2.0, pre_llm=0.5, ttft=(0.8, 0.6))
+    fake_run(tmp_path / "evoprune-64", PRUNED_METRICS, answers, total=1.0, pre_llm=0.2, ttft=(0.4, 0.15))
+    fake_run(tmp_path / "tome-64", PRUNED_METRICS, answers, total=1.0, pre_llm=0.2)  # before model TTFT existed
+    cells = [("none", None, tmp_path / "none-all"), ("evoprune", 64, tmp_path / "evoprune-64")]
+    cells += [("tome", 64, tmp_path / "tome-64"), ("fastervlm", 64, tmp_path / "fastervlm-64")]  # the last never ran
+    lines = ttft_markdown(collect(cells, COLUMNS, "table1")).splitlines()
+    assert lines[0] == "| Method | Tokens | TTFT ms | ÷ Native | model TTFT ms | ÷ Native |"
+    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: |"
+    assert lines[2] == "| Native | all | 800.0 | 1.00 | 600.0 | 1.00 |"
+    assert lines[3] == "| EvoPrune (Ours) | 64 | 400.0 | 0.50 | 150.0 | 0.25 |"
+    assert lines[4].endswith("| 64 | — | — | — | — |") and lines[5] == "| FasterVLM | 64 | — | — | — | — |"
