@@ -60,13 +60,14 @@ table3: $(INSTALLED)
 # Figure 1 is the paper's six methods (all ten, the four it left out too: scripts/bench_latency.py --model llava_video).
 FIG1_METHODS = --methods fastervlm vispruner dart divprune cdpruner evoprune
 ## The paper's Figure 1: LLaVA-Video-7B's component times at 1 / 8 / 64 frames, Native + six methods, from
-## scripts/bench_latency.py on real-size random weights (SMOKE=1: tiny shapes, one round; RUNTIME=compiled: the
-## compiled runtime, on CUDA, into its own files). Resumes after a kill.
+## scripts/bench_latency.py on real-size random weights, eager and compiled side by side on CUDA, eager on a CPU
+## (SMOKE=1: tiny shapes, one round; RUNTIME="eager compiled" or RUNTIME=compiled picks). Resumes after a kill.
 fig1: $(INSTALLED)
 	$(PY) scripts/bench_latency.py --model llava_video $(FIG1_METHODS) $(if $(SMOKE),--shapes tiny --repeats 1) \
 		$(if $(RUNTIME),--runtime $(RUNTIME))
 
-## The paper's Figure 3: TTFT per stage on Video-MME, Native + six methods at 64 tokens per frame (Table 2's runs).
+## The paper's Figure 3: TTFT per stage on Video-MME, Native + six methods at 64 tokens per frame (Table 2's runs;
+## the other runtime's runs drawn beside them where they exist).
 fig3: $(INSTALLED)
 	$(MAKE) --no-print-directory sweep EXPERIMENT=fig3$(if $(SMOKE),_smoke) RENDER=scripts/render_fig3.py \
 		FALLBACK="fig3: the sweep stopped (exit 2, see above); Figure 3 is drawn from complete runs if Native's is one, else from scripts/bench_latency.py's measurement instead"

@@ -39,15 +39,19 @@ FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd^2 + 4n
 pooling), LLM per layer 2S(2d^2 + 2d d_kv + 3d ff) + 4S^2 d over the S positions it runs (DART: K layers
 at the full S). Selection and merging work are not counted.
 
-``--runtime compiled`` (`evoprune.harness.runtime`): the tower, the prefill and the decode step through
-torch.compile, every run's graphs kept side by side so the rounds still interleave, compiled in the warm-up
-rounds; it times the whole model (no per-layer hooks in the graphs), so nothing may be scaled: the CUDA
-defaults, or ``--llm-layers`` all and ``--encoder-frames`` the largest frame count. Its files end in
+``--runtime`` (`evoprune.harness.runtime`; default ``eager compiled`` on CUDA, ``eager`` on CPU): with
+``compiled`` the tower, the prefill and the decode step run through torch.compile, every run's graphs kept
+side by side so the rounds still interleave, compiled in the warm-up rounds; it times the whole model (no
+per-layer hooks in the graphs), so nothing may be scaled: the CUDA defaults, or ``--llm-layers`` all and
+``--encoder-frames`` the largest frame count (on CPU that is hours at real shapes: use ``--shapes tiny``).
+Both runtimes: each round runs every run eager and compiled, interleaved; the files hold both side by side
+(every row its runtime; speedups against the same runtime's native; a second table puts each method's
+runtimes in one row) and the figure a panel per runtime. The compiled runtime alone: files ending in
 ``_compiled``.
 
     python scripts/bench_latency.py [--model llava15|llava_video] [--device cpu|cuda] [--frames 1 8 64]
         [--budgets ...] [--repeats 5] [--warmup 1] [--encoder-frames E] [--llm-layers L] [--shapes real|tiny]
-        [--runtime eager|compiled]
+        [--runtime eager compiled]
     python scripts/bench_latency.py --model llava_video --render results/bench_latency_video_cpu.csv
 
 Writes results/bench_latency[_video]_<device>[_tiny].{csv,md,tex} and the figure
@@ -94,7 +98,7 @@ from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
 from evoprune.harness.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
 from evoprune.harness.resume import code_version  # noqa: E402
-from evoprune.harness.runtime import EAGER, Runtime, build_runtime, configured_compile  # noqa: E402
+from evoprune.harness.runtime import EAGER, RUNTIMES, Runtime, build_runtime, configured_compile  # noqa: E402
 from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
 from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
 
@@ -198,11 +202,13 @@ class Run:
     reduce: object = None  # the pruner's own `reduce`
     tokens: VisualTokens | None = None  # what the latest vision-side generation gave its pruner's `select`
     tower_tokens: VisualTokens | None = None  # ... and its `reduce` (the tower's own tokens)
+    runtime_name: str = "eager"  # one of RUNTIMES; `compile_runs` builds the compiled ones' runtime
     runtime: Runtime = EAGER
 
     @property
     def key(self) -> str:
-        return f"{self.method}-{self.budget or 'all'}"
+        runtime = "" if self.runtime_name == "eager" else f"@{self.runtime_name}"
+        return f"{self.method}-{self.budget or 'all'}{runtime}"
 
     @property
     def own_prefill(self) -> bool:
@@ -355,14 +361,16 @@ def time_vision_side(bench: Bench, run: Run, frames: int) -> tuple[dict, dict]:
 
 
 def compile_runs(bench: Bench, runs: list[Run]) -> None:
-    """Give every run a compiled runtime, all kept side by side: the runs interleave, so no run's graphs
+    """Give every compiled run its runtime, all kept side by side: the runs interleave, so no run's graphs
     may be dropped for the next's (dynamo's guards tell the differently patched towers apart; `main`
     raises dynamo's recompile limit for them, and hitting it fails instead of running eagerly unsaid)."""
     torch._dynamo.reset()
     for run in runs:
+        if run.runtime_name == "eager":
+            continue
         run.attach(bench.loaded, bench.text_model)
         try:
-            run.runtime = build_runtime("compiled", COMPILE, run.pruner, bench.loaded.device, reset=False)
+            run.runtime = build_runtime(run.runtime_name, COMPILE, run.pruner, bench.loaded.device, reset=False)
         finally:
             run.detach(bench.loaded)
 
@@ -436,7 +444,7 @@ def one_round(bench: Bench, runs: list[Run], plan: dict[int, int], warmup: bool 
             pruning, keep, projected = time_pruning(bench, run, frames)
             with torch.inference_mode():
                 sequence, is_newline = lay_out(bench.loaded, projected, keep, run.tokens.on_grid)
-            key = (run.key,) if run.own_prefill else ("llm", sequence.shape[0])
+            key = (run.key,) if run.own_prefill else ("llm", run.runtime_name, sequence.shape[0])
             if key not in shared:
                 shared[key] = time_llm_side(bench, run, frames, prompt, sequence, is_newline)
             times, llm_tokens, kept = shared[key]
@@ -506,16 +514,19 @@ def pool_key(run: Run, stage: str, llm_tokens: int):
     merging inside it (EvoPrune, ToMe); the projector on all patch tokens across those and the runs
     reducing the tower's tokens (VisionZip, pooling); the LLM prefill across runs feeding it the same
     number of tokens, except DART's (its prefill holds its selection and two sequence lengths).
-    Everything else (pruning, merged encoders, DART's prefill) is the run's own."""
+    Everything else (pruning, merged encoders, DART's prefill) is the run's own. Runs of different
+    runtimes never share a key (the same stage compiled is other work)."""
     if stage == "preprocess":
-        return "all"
-    if stage == "vision_encoder" and not run.merges_in_encoder:
-        return "native"
-    if stage == "other" and not (run.merges_in_encoder or run.reduces):
-        return "native"
-    if stage == "prefill" and not run.own_prefill:
-        return ("llm", llm_tokens)
-    return (run.method, run.budget)
+        shared = "all"
+    elif stage == "vision_encoder" and not run.merges_in_encoder:
+        shared = "native"
+    elif stage == "other" and not (run.merges_in_encoder or run.reduces):
+        shared = "native"
+    elif stage == "prefill" and not run.own_prefill:
+        shared = ("llm", llm_tokens)
+    else:
+        shared = (run.method, run.budget)
+    return run.runtime_name, shared
 
 
 def stage_medians(runs: list[Run], samples: list[list[dict]], tokens: list[int], pool: bool) -> list[dict]:
@@ -572,8 +583,20 @@ def frame_medians(runs: list[Run], frames: int, vision_frames: int, pool: bool) 
 def summarise(
     spec: ModelSpec, shapes: str, runs: list[Run], plan: dict[int, int], dart_layer: int, grid: int, pool: bool
 ) -> list[dict]:
-    """One row per frame count and run: median ms per stage, token counts, FLOPs, measured and
-    FLOP-predicted speedups vs native at the same frame count."""
+    """One row per frame count, run and runtime, each run's runtimes side by side: median ms per stage,
+    token counts, FLOPs, measured and FLOP-predicted speedups vs native of the same runtime at the same
+    frame count."""
+    by_runtime: dict[str, list[Run]] = {}
+    for run in runs:
+        by_runtime.setdefault(run.runtime_name, []).append(run)
+    blocks = [summarise_runtime(spec, shapes, group, plan, dart_layer, grid, pool) for group in by_runtime.values()]
+    return [row for side_by_side in zip(*blocks, strict=True) for row in side_by_side]
+
+
+def summarise_runtime(
+    spec: ModelSpec, shapes: str, runs: list[Run], plan: dict[int, int], dart_layer: int, grid: int, pool: bool
+) -> list[dict]:
+    """`summarise` for the runs of one runtime, native first."""
     vision, llm = spec.vision[shapes], spec.llm[shapes]
     width, mlp_width, layers = vision["hidden_size"], vision["intermediate_size"], vision["num_hidden_layers"]
     patches = (vision["image_size"] // vision["patch_size"]) ** 2
@@ -586,7 +609,7 @@ def summarise(
         block = []
         for run, medians in zip(runs, frame_medians(runs, frames, vision_frames, pool), strict=True):
             counts = run.counts[frames]
-            row = {"frames": frames, "method": run.method, "budget": run.budget or grid}
+            row = {"frames": frames, "method": run.method, "runtime": run.runtime_name, "budget": run.budget or grid}
             row |= counts | {f"{name}_ms": seconds * 1e3 for name, seconds in medians.items()}
             tokens_out = run.pruner.tokens_per_frame if run.merges_in_encoder or run.reduces else patches
             encoder = encoder_flops(run.schedule or [0] * layers, patches, prefix, width, mlp_width)
@@ -664,31 +687,63 @@ def figure_title(spec: ModelSpec, rows: list[dict]) -> str:
     last = rows[-1]
     head = (
         f"TTFT per stage, {spec.label} {'tiny test ' if last.get('shapes') == 'tiny' else ''}shapes, random weights, "
-        f"{last['machine'].split(';')[0]}, runtime {last.get('runtime', 'eager')}, median of {last['repeats']} "
+        f"{last['machine'].split(';')[0]}, runtime {' and '.join(runtime_runs(rows))}, median of {last['repeats']} "
         "interleaved rounds; labels: relative to native"
     )
     return "\n".join([head, f"{last['frames']} frames: {last['measurement']}"])  # `render_figure` wraps them
 
 
 TABLE_MS = ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
-TABLE_HEAD = ["method", "frames", "budget", "LLM tokens", "preprocess", "encoder", "pruning", "other", "prefill"]
-TABLE_HEAD += ["pre-LLM", "TTFT", "pre-LLM speedup (pred.)", "prefill speedup (pred.)", "TTFT speedup (pred.)"]
+TABLE_HEAD = ["method", "runtime", "frames", "budget", "LLM tokens", "preprocess", "encoder", "pruning", "other"]
+TABLE_HEAD += ["prefill", "pre-LLM", "TTFT", "pre-LLM speedup (pred.)", "prefill speedup (pred.)"]
+TABLE_HEAD += ["TTFT speedup (pred.)"]
+
+
+def budget_cell(row: dict) -> str:
+    return "all" if row["method"] == "none" else str(row["budget"])
 
 
 def table_cells(row: dict) -> list[str]:
-    budget = "all" if row["method"] == "none" else str(row["budget"])
-    cells = [LABELS[row["method"]], str(row["frames"]), budget, str(row["llm_tokens"])]
+    cells = [LABELS[row["method"]], row["runtime"], str(row["frames"]), budget_cell(row), str(row["llm_tokens"])]
     cells += [f"{row[f'{name}_ms']:.1f}" for name in TABLE_MS]
     return cells + [f"{row[f'speedup_{n}']:.2f}x ({row[f'predicted_{n}']:.2f}x)" for n in SPEEDUPS]
 
 
+def runtime_runs(rows: list[dict]) -> list[str]:
+    """The runtimes the rows hold, in order."""
+    return list(dict.fromkeys(row["runtime"] for row in rows))
+
+
+def runtimes_table(rows: list[dict]) -> list[list[str]]:
+    """Header and one row per method, frame count and budget with each runtime's encoder and TTFT (ms) and
+    TTFT speedup over its own native side by side, the FLOP prediction, and the first runtime's TTFT ÷ each
+    other's (what compiling gains)."""
+    names = runtime_runs(rows)
+    head = ["method", "frames", "budget", *(f"encoder {n}" for n in names), *(f"TTFT {n}" for n in names)]
+    head += [*(f"TTFT speedup {n}" for n in names), "TTFT speedup (pred.)"]
+    head += [f"{names[0]} / {n} TTFT" for n in names[1:]]
+    table = [head]
+    for start in range(0, len(rows), len(names)):
+        side = rows[start : start + len(names)]
+        cells = [LABELS[side[0]["method"]], str(side[0]["frames"]), budget_cell(side[0])]
+        cells += [f"{row['vision_encoder_ms']:.1f}" for row in side] + [f"{row['ttft_ms']:.1f}" for row in side]
+        cells += [f"{row['speedup_ttft']:.2f}x" for row in side] + [f"{side[0]['predicted_ttft']:.2f}x"]
+        table.append(cells + [f"{side[0]['ttft_ms'] / row['ttft_ms']:.2f}x" for row in side[1:]])
+    return table
+
+
 def markdown(rows: list[dict], title: str, notes: list[str]) -> str:
-    table = markdown_table([TABLE_HEAD, *map(table_cells, rows)], left=2)
-    return "\n".join([f"# {title}", "", table, ""] + [f"- {note}" for note in notes]) + "\n"
+    parts = [f"# {title}", "", markdown_table([TABLE_HEAD, *map(table_cells, rows)], left=3), ""]
+    if len(runtime_runs(rows)) > 1:
+        parts += ["## Runtimes side by side (ms)", "", markdown_table(runtimes_table(rows), left=1), ""]
+    return "\n".join(parts + [f"- {note}" for note in notes]) + "\n"
 
 
 def latex(rows: list[dict], title: str) -> str:
-    return f"% {title}\n" + latex_table([TABLE_HEAD, *map(table_cells, rows)], left=2)
+    tables = [latex_table([TABLE_HEAD, *map(table_cells, rows)], left=3)]
+    if len(runtime_runs(rows)) > 1:
+        tables.append(latex_table(runtimes_table(rows), left=1))
+    return f"% {title}\n" + "\n".join(tables)
 
 
 def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
@@ -744,29 +799,38 @@ def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) 
 
 
 def figure_panels(spec: ModelSpec, rows: list[dict], figure_budget: int) -> list[tuple[str, list[dict]]]:
-    """LLaVA-1.5: one panel per budget; LLaVA-Video: one panel per frame count at ``figure_budget``."""
-    natives = {row["frames"]: row for row in rows if row["method"] == "none"}
+    """LLaVA-1.5: one panel per budget; LLaVA-Video: one panel per frame count at ``figure_budget``; with
+    several runtimes, one panel per runtime beside each other (bars relative to that runtime's native)."""
+    names = runtime_runs(rows)
+    panels = []
+    for panel_title, wanted in _panel_selectors(spec, rows, figure_budget):
+        for name in names:
+            bars = [r for r in rows if r["runtime"] == name and wanted(r)]
+            panels.append((panel_title if len(names) == 1 else f"{panel_title}, {name}", bars))
+    return panels
+
+
+def _panel_selectors(spec: ModelSpec, rows: list[dict], figure_budget: int) -> list[tuple[str, object]]:
+    """(title, which rows it draws: native first in row order) per panel."""
     if not spec.is_video:
         budgets = sorted({row["budget"] for row in rows if row["method"] != "none"}, reverse=True)
-        return [
-            (f"{b} visual tokens", [natives[1]] + [r for r in rows if r["method"] != "none" and r["budget"] == b])
-            for b in budgets
-        ]
+        return [(f"{b} visual tokens", lambda r, b=b: r["method"] == "none" or r["budget"] == b) for b in budgets]
+    frame_counts = dict.fromkeys(row["frames"] for row in rows)
     return [
         (
             f"{frames} frame{'s' if frames > 1 else ''}, {figure_budget} tokens/frame",
-            [native]
-            + [r for r in rows if r["frames"] == frames and r["method"] != "none" and r["budget"] == figure_budget],
+            lambda r, f=frames: r["frames"] == f and (r["method"] == "none" or r["budget"] == figure_budget),
         )
-        for frames, native in natives.items()
+        for frames in frame_counts
     ]
 
 
 def read_rows(path: Path) -> list[dict]:
-    """A written CSV's rows with numbers parsed back."""
+    """A written CSV's rows with numbers parsed back (files from before the runtime column: eager)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
+        row.setdefault("runtime", "eager")
         for key, value in row.items():
             if key not in ("method", "measurement", "machine", "shapes", "runtime"):
                 number = float(value)
@@ -774,9 +838,11 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def output_stem(spec: ModelSpec, device: str, shapes: str, runtime: str = "eager") -> str:
+def output_stem(spec: ModelSpec, device: str, shapes: str, runtimes: list[str]) -> str:
+    """The files' name: a measurement holding the eager runtime (alone or beside the compiled) has none
+    of its own, the compiled runtime alone ends in ``_compiled``."""
     video = "_video" if spec.is_video else ""
-    compiled = "" if runtime == "eager" else f"_{runtime}"
+    compiled = "" if "eager" in runtimes else "".join(f"_{name}" for name in runtimes)
     return f"bench_latency{video}_{device}{'_tiny' if shapes == 'tiny' else ''}{compiled}"
 
 
@@ -826,9 +892,11 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument(
         "--runtime",
-        choices=("eager", "compiled"),
-        default="eager",
-        help="evoprune.harness.runtime's: compiled times the whole model (nothing scaled), its own output files",
+        choices=RUNTIMES,
+        nargs="+",
+        default=None,
+        help="evoprune.harness.runtime's, side by side when several (default: eager compiled on cuda, eager on "
+        "cpu); compiled times the whole model (nothing scaled), alone into files ending in _compiled",
     )
     parser.add_argument("--figure-budget", type=int, default=None, help="video figure's budget (default: the largest)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for csv/md/tex (figure in <out>/figures)")
@@ -839,6 +907,9 @@ def parse_args(argv: list[str] | None):
     args.budgets = args.budgets or list(spec.budgets)
     if args.repeats is None:
         args.repeats = 2 if spec.is_video and args.device == "cpu" else 5
+    on_cuda = torch.device(args.device).type == "cuda"
+    chosen = args.runtime or (["eager", "compiled"] if on_cuda else ["eager"])
+    args.runtime = [name for name in RUNTIMES if name in chosen]  # in RUNTIMES' order, each once
     args.figure_budget = args.figure_budget or max(args.budgets)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
@@ -855,30 +926,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser, args, spec = parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
-    stem = output_stem(spec, device.type, args.shapes, args.runtime)
     if args.render:
         rows = read_rows(args.render)
+        stem = output_stem(spec, device.type, args.shapes, runtime_runs(rows))
         panels = figure_panels(spec, rows, args.figure_budget)
         render_figure(panels, figure_path(spec, args.out, stem), figure_title(spec, rows))
         return rows
 
+    stem = output_stem(spec, device.type, args.shapes, args.runtime)
     started = time.perf_counter()
     total_layers = spec.llm[args.shapes]["num_hidden_layers"]
-    runs = [Run("none", None, compose_pruner(spec.config, "none", None))]
-    runs += [Run(m, b, compose_pruner(spec.config, m, b)) for b in args.budgets for m in args.methods]
+    runs = []
+    for name in args.runtime:  # each runtime's runs: native first, then every method x budget
+        cells = [("none", None)] + [(m, b) for b in args.budgets for m in args.methods]
+        runs += [Run(m, b, compose_pruner(spec.config, m, b), runtime_name=name) for m, b in cells]
     dart_layer = next((run.pruner.layer for run in runs if run.method == "dart"), 2)
-    on_cpu = device.type != "cuda"
-    llm_layers = args.llm_layers or (1 if on_cpu else total_layers)
+    compiled = "compiled" in args.runtime
+    scaled_default = device.type != "cuda" and not compiled  # the CPU default scales; compiled scales nothing
+    llm_layers = args.llm_layers or (1 if scaled_default else total_layers)
     if not 1 <= llm_layers <= total_layers:
         parser.error(f"--llm-layers must be in [1, {total_layers}]")
     built_layers = max(llm_layers, dart_layer + 1) if llm_layers < total_layers else total_layers
-    encoder_frames = args.encoder_frames or (1 if on_cpu else max(args.frames))
+    encoder_frames = args.encoder_frames or (1 if scaled_default else max(args.frames))
     plan = {frames: min(frames, encoder_frames) for frames in sorted(args.frames)}
-    compiled = args.runtime == "compiled"
     if compiled and (llm_layers < total_layers or encoder_frames < max(args.frames)):
         parser.error(
-            f"--runtime compiled times the whole model, nothing scaled: pass --llm-layers {total_layers} and "
-            f"--encoder-frames {max(args.frames)} (the CUDA defaults), got {llm_layers} and {encoder_frames}"
+            f"--runtime compiled times the whole model, nothing scaled: leave --llm-layers and --encoder-frames "
+            f"out or pass {total_layers} and {max(args.frames)}, got {llm_layers} and {encoder_frames}"
         )
 
     loaded = build_model(spec, args.shapes, built_layers, device, dtype)
@@ -941,8 +1015,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text_tokens = native["llm_tokens"] - native["visual_tokens"] - native["newline_tokens"]
     title = (
         f"TTFT per stage, {spec.label} {'tiny test ' if args.shapes == 'tiny' else ''}shapes, random weights, "
-        f"{device.type}, runtime {args.runtime}, median of {args.repeats} interleaved rounds after {args.warmup} "
-        "warm-up (ms)"
+        f"{device.type}, runtime {' and '.join(args.runtime)}, median of {args.repeats} interleaved rounds after "
+        f"{args.warmup} warm-up (ms)"
     )
     notes = [f"{frames} frame{'s' if frames > 1 else ''}: {note}." for frames, note in notes_by_frames.items()]
     notes += [
@@ -970,15 +1044,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"Machine: {info}. Whole run (build + all rounds) {elapsed / 60:.1f} min.",
     ]
     if compiled:
-        backend = runs[0].runtime.backend
+        backend = next(run.runtime.backend for run in runs if run.runtime_name == "compiled")
         notes.append(
             f"Runtime compiled: torch.compile ({backend}) of the tower, the prefill and the decode step "
             "(evoprune/harness/runtime.py), every run's graphs kept side by side; compiled in the warm-up rounds."
+            + (
+                " Eager and compiled runs interleave in every round; speedups compare runs of one runtime."
+                if len(args.runtime) > 1
+                else ""
+            )
         )
     table = markdown(rows, title, notes)
     print(table)
     for row in rows:
-        row |= {"repeats": args.repeats, "warmup": args.warmup, "shapes": args.shapes, "runtime": args.runtime}
+        row |= {"repeats": args.repeats, "warmup": args.warmup, "shapes": args.shapes}
         row |= {"measurement": notes_by_frames[row["frames"]], "machine": info}
     write_csv(args.out / f"{stem}.csv", rows)
     write_text(args.out / f"{stem}.md", table)

@@ -19,6 +19,11 @@ complete run shows "—" and no bar); otherwise every bar comes from scripts/ben
 results/bench_latency_video_cpu.csv), the rows with the model's ``video.frames`` and the cell's budget
 (Native: the model's ``num_visual_tokens``). Neither: exit 2, naming both ways to get Native's times.
 
+Runtimes: the config's ``runtime`` (run folders ``...-compiled/`` for compiled) must have Native in the
+source; the other runtime is drawn beside it, from the same source, when Native has it there too (its
+complete runs, or the CSV's rows of that runtime: `bench_latency.py --runtime eager compiled`). Each bar's
+speedup is over Native of its own runtime.
+
 Budget: the paper does not state Figure 3's; the experiment config uses 64 tokens per frame, where
 Table 2's relative latencies come closest to the §4.3 text (see configs/experiment/fig3.yaml). The
 text's stated speedups are listed beside ours. Writes results/tables/<experiment>.{md,csv,tex} and
@@ -41,6 +46,7 @@ from evoprune.harness.outputs import write_figure, write_text  # noqa: E402
 from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
 from evoprune.harness.resume import RUN_RECORD  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
+from evoprune.harness.runtime import RUNTIMES  # noqa: E402
 from evoprune.harness.settings import ConfigError  # noqa: E402
 from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
 from evoprune.harness.tables import MISSING  # noqa: E402
@@ -109,15 +115,17 @@ def bench_path(cfg) -> Path:
     return cuda if cuda.exists() else REPO_ROOT / "results" / "bench_latency_video_cpu.csv"
 
 
-def read_bench(path: Path, frames: int) -> pd.DataFrame:
-    """The CSV's rows measured at ``frames`` frames (empty when the file does not exist)."""
+def read_bench(path: Path, frames: int, runtime: str) -> pd.DataFrame:
+    """The CSV's rows of ``runtime`` measured at ``frames`` frames (empty when the file does not exist;
+    a CSV without a runtime column holds eager rows)."""
     if not path.exists():
         return pd.DataFrame(columns=list(BENCH_COLUMNS))
     table = pd.read_csv(path)
     missing = [column for column in BENCH_COLUMNS if column not in table.columns]
     if missing:
         raise ConfigError(f"{path} lacks the column(s) {missing}; Figure 3 needs {list(BENCH_COLUMNS)}")
-    return table[pd.to_numeric(table.frames) == frames]
+    runtimes = table.runtime if "runtime" in table.columns else pd.Series("eager", index=table.index)
+    return table[(pd.to_numeric(table.frames) == frames) & (runtimes == runtime)]
 
 
 def bench_times(table: pd.DataFrame, method: str, budget: int, path: Path) -> dict | None:
@@ -135,14 +143,17 @@ def bench_times(table: pd.DataFrame, method: str, budget: int, path: Path) -> di
 
 
 def cells(jobs, cfg) -> list[dict]:
-    """Method, label, tokens per frame and run folder of every cell, in the experiment's order."""
+    """Method, label, tokens per frame and run folder per runtime of every cell, in the experiment's order."""
+    from omegaconf import OmegaConf
+
     listed = []
     for job in jobs:
         method = job.pruner.method
         if method not in LABELS:
             raise ConfigError(f"Figure 3 draws {sorted(LABELS)}; cell {job.pruner.name} is not one")
         tokens = cfg.model.num_visual_tokens if job.budget is None else int(job.budget)
-        listed.append({"method": method, "label": LABELS[method], "tokens": tokens, "run": run_dir(job)})
+        runs = {name: run_dir(OmegaConf.merge(job, {"runtime": name})) for name in RUNTIMES}
+        listed.append({"method": method, "label": LABELS[method], "tokens": tokens, "runs": runs})
     native = [cell for cell in listed if cell["method"] == "none"]
     if len(native) != 1:
         raise ConfigError(f"Figure 3 needs exactly one Native cell (none-all); the experiment has {len(native)}")
@@ -162,30 +173,45 @@ def missing_native_error(cfg, why: str, path: Path) -> ConfigError:
 
 
 def collect(cfg, jobs) -> tuple[pd.DataFrame, str, str]:
-    """One row per cell (times in ms, None where missing), the source ("runs" or the CSV's path) and,
-    for the CSV, why Native's run was not used."""
+    """One row per cell and runtime drawn (times in ms, None where missing; the config's runtime, then the
+    other where the source has its Native), the source ("runs" or the CSV's path) and, for the CSV, why
+    Native's run was not used."""
     task = cfg.experiment.task
     listed = cells(jobs, cfg)
     native = next(cell for cell in listed if cell["method"] == "none")
-    native_times, why = run_times(native["run"], task)
+    native_times, why = run_times(native["runs"][cfg.runtime], task)
+    order = [cfg.runtime, *(name for name in RUNTIMES if name != cfg.runtime)]
     if native_times is not None:
-        times = [run_times(cell["run"], task)[0] for cell in listed]
         source, why = "runs", ""
+        by_runtime = {name: [run_times(cell["runs"][name], task)[0] for cell in listed] for name in order}
     else:
         path = bench_path(cfg)
-        table = read_bench(path, cfg.model.video.frames)
-        times = [bench_times(table, cell["method"], cell["tokens"], path) for cell in listed]
-        if times[listed.index(native)] is None:
+        tables = {name: read_bench(path, cfg.model.video.frames, name) for name in order}
+        by_runtime = {
+            name: [bench_times(table, cell["method"], cell["tokens"], path) for cell in listed]
+            for name, table in tables.items()
+        }
+        if by_runtime[cfg.runtime][listed.index(native)] is None:
             raise missing_native_error(cfg, why, path)
         source = shown(path)
     empty = dict.fromkeys([*TIMES, "samples", "origin", "measurement"])
-    rows = [{**cell, "source": source, **empty, **(found or {})} for cell, found in zip(listed, times, strict=True)]
-    frame = pd.DataFrame(rows).astype({"samples": "Int64"})
-    return with_speedups(frame), source, why
+    frames = []
+    for name, times in by_runtime.items():
+        if times[listed.index(native)] is None:
+            continue  # the other runtime without Native in this source: not drawn
+        rows = [
+            {**cell, "cell": index, "run": cell["runs"][name], "runtime": name, "source": source}
+            | empty
+            | (found or {})
+            for index, (cell, found) in enumerate(zip(listed, times, strict=True))
+        ]
+        frames.append(with_speedups(pd.DataFrame(rows).drop(columns="runs").astype({"samples": "Int64"})))
+    # each cell's runtimes side by side, the config's first
+    return pd.concat(frames).sort_values("cell", kind="stable").reset_index(drop=True), source, why
 
 
 def with_speedups(frame: pd.DataFrame) -> pd.DataFrame:
-    """Native's time ÷ each method's, per segment and TTFT (None where a time is missing)."""
+    """Native's time ÷ each method's, per segment and TTFT (None where a time is missing); one runtime's rows."""
     native = frame[frame.method == "none"].iloc[0]
     for column, speedup in SPEEDUPS.items():
         frame[speedup] = [native[column] / value if pd.notna(value) and value > 0 else None for value in frame[column]]
@@ -202,17 +228,17 @@ def ms_text(value) -> str:
 
 def table_rows(frame: pd.DataFrame) -> list[list[str]]:
     """Header and one row per method: tokens, times (ms), preprocess, speedups over Native."""
-    header = ["Method", "Tokens/frame", "Encoder ms", "Other ms", "LLM ms", "TTFT ms", "Preprocess ms"]
+    header = ["Method", "Runtime", "Tokens/frame", "Encoder ms", "Other ms", "LLM ms", "TTFT ms", "Preprocess ms"]
     header += [f"{STAGE_NAMES[s]} speedup" for s in SPEEDUPS.values()]
     rows = [header]
     for record in frame.to_dict("records"):
-        cells = [record["label"], str(record["tokens"]), *(ms_text(record[c]) for c in TIMES)]
+        cells = [record["label"], record["runtime"], str(record["tokens"]), *(ms_text(record[c]) for c in TIMES)]
         rows.append(cells + [speedup_text(record[s]) for s in SPEEDUPS.values()])
     return rows
 
 
 def ours_stated(frame: pd.DataFrame, who: str, speedup: str) -> str:
-    """Our speedup for EvoPrune, or its range over the baselines that have one."""
+    """Our speedup for EvoPrune, or its range over the baselines that have one (one runtime's rows)."""
     if who == "evoprune":
         values = frame.loc[frame.method == "evoprune", speedup].dropna()
         return speedup_text(values.iloc[0]) if len(values) else MISSING
@@ -224,19 +250,22 @@ def ours_stated(frame: pd.DataFrame, who: str, speedup: str) -> str:
 
 
 def comparison_rows(frame: pd.DataFrame) -> list[list[str]]:
-    """Header and one row per speedup the paper's text states: who, stage, paper, ours."""
-    rows = [["Method", "Stage", "Paper (§4.3 text)", "Ours"]]
+    """Header and one row per speedup the paper's text states: who, stage, paper, ours per runtime drawn."""
+    runtimes = list(dict.fromkeys(frame.runtime))
+    rows = [["Method", "Stage", "Paper (§4.3 text)", *(f"Ours ({name})" for name in runtimes)]]
     for who, speedup, stated in PAPER_STATED:
         name = "EvoPrune" if who == "evoprune" else "Baselines (FasterVLM, VisPruner, DART, DivPrune, CDPruner)"
-        rows.append([name, STAGE_NAMES[speedup], stated, ours_stated(frame, who, speedup)])
+        ours = [ours_stated(frame[frame.runtime == runtime], who, speedup) for runtime in runtimes]
+        rows.append([name, STAGE_NAMES[speedup], stated, *ours])
     return rows
 
 
 def csv_frame(frame: pd.DataFrame, comparison: list[list[str]]) -> pd.DataFrame:
     """Our rows (missing values "—"), then the paper-vs-ours block; a blank cell = not a column of that block."""
-    columns = ["method", "label", "tokens", "source", *TIMES, *SPEEDUPS.values(), "samples", "origin"]
+    columns = ["method", "label", "runtime", "tokens", "source", *TIMES, *SPEEDUPS.values(), "samples", "origin"]
     ours = frame[columns].astype(object).where(frame[columns].notna(), MISSING)
-    stated = pd.DataFrame(comparison[1:], columns=["label", "stage", "paper", "ours"])
+    ours_columns = [f"ours {name}" for name in dict.fromkeys(frame.runtime)]
+    stated = pd.DataFrame(comparison[1:], columns=["label", "stage", "paper", *ours_columns])
     return pd.concat([ours.assign(block="ours"), stated.assign(block="paper vs ours")], ignore_index=True)
 
 
@@ -261,23 +290,35 @@ def plot(frame: pd.DataFrame, path: Path, heading: str, source_line: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, ax = plt.subplots(figsize=(10, 6))
-    positions = range(len(frame))
+    runtimes = list(dict.fromkeys(frame.runtime))
+    width = 0.8 / len(runtimes)  # one bar per runtime side by side at each cell, the later ones hatched
+    positions = [
+        row.cell + (runtimes.index(row.runtime) - (len(runtimes) - 1) / 2) * width for row in frame.itertuples()
+    ]
+    figure, ax = plt.subplots(figsize=(10 + 2 * (len(runtimes) - 1), 6))
     bottom = [0.0] * len(frame)
-    native_ms = frame.loc[frame.method == "none", "ttft_ms"].iloc[0]
+    native_ms = frame.loc[frame.method == "none", "ttft_ms"].max()
     scale, unit = (1e-3, "s") if native_ms >= 2000 else (1.0, "ms")
+    hatches = ["//" if runtimes.index(name) else "" for name in frame.runtime]
     for (label, (column, _)), colour in zip(SEGMENTS.items(), ("C0", "C1", "C2"), strict=True):
         heights = [0.0 if pd.isna(v) else v * scale for v in frame[column]]
-        ax.bar(positions, heights, bottom=bottom, color=colour, label=label)
+        ax.bar(positions, heights, width * 0.95, bottom=bottom, color=colour, label=label, hatch=hatches)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    for x, (top, speedup) in enumerate(zip(bottom, frame.ttft_x, strict=True)):
+    for x, top, speedup in zip(positions, bottom, frame.ttft_x, strict=True):
         label = speedup_text(speedup)
-        ax.annotate(label, (x, top), ha="center", va="bottom", xytext=(0, 3), textcoords="offset points")
-    ax.set_xticks(list(positions), [f"{r.label}\n{r.tokens}/frame" for r in frame.itertuples()])
+        ax.annotate(label, (x, top), ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
+    first = frame.drop_duplicates("cell")
+    ax.set_xticks(list(first.cell), [f"{r.label}\n{r.tokens}/frame" for r in first.itertuples()])
     ax.set_ylabel(f"median {unit} per sample (TTFT without preprocess)")
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if len(runtimes) > 1:
+        from matplotlib.patches import Patch
+
+        handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if i else "") for i in range(len(runtimes))]
+        labels += [f"runtime {name}" for name in runtimes]
+    ax.legend(handles, labels)
     ax.set_title(textwrap.fill(source_line, 110), fontsize=8)
-    figure.suptitle(f"{heading} (labels: TTFT speedup over Native; — = no data)")
+    figure.suptitle(f"{heading} (labels: TTFT speedup over Native of the same runtime; — = no data)")
     figure.tight_layout()
     write_figure(figure, path, dpi=110)
 
@@ -293,14 +334,25 @@ def notes(cfg, frame: pd.DataFrame, source: str, why: str) -> list[str]:
         "says why 64: there Table 2's relative latencies match the §4.3 text best).",
         f"Paper: {PAPER_SOURCE}; the speedups its text states, the bars' values not transcribed.",
     ]
-    missing = frame.loc[frame.ttft_ms.isna(), "label"].tolist()
+    missing = frame.loc[frame.ttft_ms.isna(), ["label", "runtime"]].apply(" ".join, axis=1).tolist()
+    drawn = list(dict.fromkeys(frame.runtime))
+    absent = [name for name in RUNTIMES if name not in drawn]
+    lines.append(
+        f"Runtime: {', '.join(drawn)}"
+        + (" (hatched: the later ones)" if len(drawn) > 1 else "")
+        + "; each speedup over Native of its own runtime."
+        + (f" Not drawn: {', '.join(absent)} (no Native in this source)." if absent else "")
+    )
     if source == "runs":
-        complete = int(frame.ttft_ms.notna().sum())
+        per_runtime = [
+            f"{name}: {int(rows.ttft_ms.notna().sum())} of {len(rows)} runs complete with timed samples, folders "
+            f"under {shown(Path(rows.run.iloc[0]).parent)}"
+            for name, rows in frame.groupby("runtime", sort=False)
+        ]
         lines.insert(
             0,
             f"Source: runs (model={cfg.model.name}, benchmark={cfg.benchmark.name}, limit={cfg.limit}), "
-            f"latency.json per_task[{cfg.experiment.task}]; {complete} of {len(frame)} runs complete with timed "
-            f"samples, folders under {shown(Path(frame.run.iloc[0]).parent)}.",
+            f"latency.json per_task[{cfg.experiment.task}]; {'; '.join(per_runtime)}.",
         )
     else:
         lines.insert(
@@ -323,7 +375,8 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
             f"(tasks: {list(cfg.benchmark.tasks)})"
         )
     frame, source, why = collect(cfg, jobs)
-    name = cfg.experiment.name
+    # the config's runtime names the files, as for the tables (the eager ones are the paper's setting)
+    name = cfg.experiment.name if cfg.runtime == "eager" else f"{cfg.experiment.name}_{cfg.runtime}"
     heading = f"Figure 3: TTFT breakdown on {cfg.experiment.task} ({name})"
     ours, comparison = table_rows(frame), comparison_rows(frame)
     md = "\n\n".join(

@@ -269,19 +269,42 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
     assert unpooled[1]["vision_encoder"] == 5.0 and unpooled[1]["ttft"] == pytest.approx(0.01 + 5.3 + 3.0)
 
 
-def test_the_compiled_runtime_times_the_whole_model_into_its_own_files(tmp_path):
-    """--runtime compiled: every run's graphs side by side, the LLM's final length from the counts (no layer
-    hooks), the runtime in the rows and the file names; a scaled measurement is refused before any work."""
+def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
+    """--runtime eager compiled: every run's graphs side by side, the LLM's final length from the counts (no
+    layer hooks), each method's runtimes in adjacent rows with speedups against the same runtime's native,
+    the side-by-side table and a figure panel per runtime; a scaled measurement is refused before any work."""
     args = ["--model", "llava15", "--shapes", "tiny", "--device", "cpu", "--methods", "evoprune", "dart"]
-    args += ["--budgets", "64", "--repeats", "1", "--out", str(tmp_path), "--runtime", "compiled"]
+    args += ["--budgets", "64", "--repeats", "1", "--out", str(tmp_path), "--runtime", "compiled", "eager"]
     with pytest.raises(SystemExit):
-        bench_latency.main(args)  # the CPU default measures 1 decoder layer and scales it
-    rows = bench_latency.main([*args, "--llm-layers", "4"])
-    assert [(row["method"], row["llm_tokens"], row["runtime"]) for row in rows] == [
-        ("none", 632, "compiled"),  # 56 text tokens + 576
-        ("evoprune", 120, "compiled"),
-        ("dart", 120, "compiled"),  # pruned inside the LLM: its kept sequence
+        bench_latency.main([*args, "--llm-layers", "1"])  # compiled scales nothing
+    rows = bench_latency.main(args)
+    assert [(row["method"], row["runtime"], row["llm_tokens"]) for row in rows] == [
+        ("none", "eager", 632),  # 56 text tokens + 576
+        ("none", "compiled", 632),
+        ("evoprune", "eager", 120),
+        ("evoprune", "compiled", 120),
+        ("dart", "eager", 120),  # pruned inside the LLM: its kept sequence
+        ("dart", "compiled", 120),
     ]
-    assert (tmp_path / "bench_latency_cpu_tiny_compiled.csv").exists()
-    assert (tmp_path / "figures" / "fig3_ttft_cpu_tiny_compiled.png").exists()
-    assert "runtime compiled" in (tmp_path / "bench_latency_cpu_tiny_compiled.md").read_text().splitlines()[0]
+    native = {row["runtime"]: row for row in rows if row["method"] == "none"}
+    for row in rows:
+        assert row["speedup_ttft"] == pytest.approx(native[row["runtime"]]["ttft_ms"] / row["ttft_ms"])
+    md = (tmp_path / "bench_latency_cpu_tiny.md").read_text()
+    assert "runtime eager and compiled" in md.splitlines()[0]
+    side = md.split("## Runtimes side by side (ms)")[1].splitlines()
+    assert side[2].startswith("| method | frames | budget | encoder eager | encoder compiled | TTFT eager |")
+    evoprune_row = next(line for line in side if line.startswith("| EvoPrune |")).split(" | ")
+    ttft_eager, ttft_compiled = (float(evoprune_row[i]) for i in (5, 6))
+    assert ttft_eager == pytest.approx(rows[2]["ttft_ms"], abs=0.05)
+    assert ttft_compiled == pytest.approx(rows[3]["ttft_ms"], abs=0.05)
+    assert (tmp_path / "bench_latency_cpu_tiny.tex").read_text().count(r"\begin{tabular}") == 2
+    titles = [title for title, _ in bench_latency.figure_panels(bench_latency.MODELS["llava15"], rows, 64)]
+    assert titles == ["64 visual tokens, eager", "64 visual tokens, compiled"]
+    assert (tmp_path / "figures" / "fig3_ttft_cpu_tiny.png").exists()
+
+
+def test_the_compiled_runtime_alone_has_files_of_its_own():
+    spec = bench_latency.MODELS["llava_video"]
+    assert bench_latency.output_stem(spec, "cuda", "real", ["compiled"]) == "bench_latency_video_cuda_compiled"
+    assert bench_latency.output_stem(spec, "cuda", "real", ["eager", "compiled"]) == "bench_latency_video_cuda"
+    assert bench_latency.output_stem(spec, "cpu", "tiny", ["eager"]) == "bench_latency_video_cpu_tiny"

@@ -50,12 +50,14 @@ def _write_run(folder: Path, stages: dict, complete: bool = True) -> None:
         write_json(folder / RUN_RECORD, {})
 
 
-def _folders(tmp_path: Path) -> dict[str, Path]:
-    return {job.pruner.method: run_dir(job) for job in _jobs("fig3_smoke", f"output_dir={tmp_path / 'runs'}")}
+def _folders(tmp_path: Path, runtime: str = "eager") -> dict[str, Path]:
+    jobs = _jobs("fig3_smoke", f"output_dir={tmp_path / 'runs'}", f"runtime={runtime}")
+    return {job.pruner.method: run_dir(job) for job in jobs}
 
 
 def _bench_csv(path: Path) -> Path:
-    """Benchmark rows at 8 frames (tiny_llava_video's) and at 64; fastervlm only at 64 frames."""
+    """Benchmark rows at 8 frames (tiny_llava_video's) and at 64; fastervlm only at 64 frames; eager
+    (no runtime column, as files before it)."""
     rows = []
     for frames in (8, 64):
         scale = frames / 8
@@ -127,8 +129,9 @@ def test_bars_come_from_the_runs_when_natives_run_is_complete(tmp_path):
     assert ours.loc["none", "samples"] == "4"
 
     md = (tmp_path / "tables" / "fig3_smoke.md").read_text()
-    assert "| EvoPrune | 64 | 1000.0 | 100.0 | 2000.0 | 3100.0 | 500.0 | 2.00x | 5.00x | 2.00x | 2.10x |" in md
-    assert "| FasterVLM | 64 | — | — | — | — | — | — | — | — | — |" in md
+    assert "| EvoPrune | eager | 64 | 1000.0 | 100.0 | 2000.0 | 3100.0 | 500.0 | 2.00x | 5.00x | 2.00x | 2.10x |" in md
+    assert "| FasterVLM | eager | 64 | — | — | — | — | — | — | — | — | — |" in md
+    assert "Not drawn: compiled (no Native in this source)" in md
     assert "| EvoPrune | TTFT | 2x | 2.10x |" in md and "| 1.3x-1.4x | 1.24x (1 of 5) |" in md
     assert "runs: model=tiny_llava_video, limit=None, 4 samples of smoke_videomme" in render_fig3.title(
         *_title_args(tmp_path, bench)
@@ -193,3 +196,39 @@ def test_a_bench_csv_without_native_at_the_models_frames_is_no_source(tmp_path, 
     overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'runs'}", f"experiment.bench_csv={bench}"]
     assert render_fig3.main([*overrides, "--tables-dir", str(tmp_path), "--figures-dir", str(tmp_path)]) == 2
     assert "has no Native row (method none, budget 169, frames 8)" in capsys.readouterr().err
+
+
+def test_both_runtimes_drawn_side_by_side_each_over_its_own_native(tmp_path):
+    """Runs: the compiled runs (their own folders) beside the eager ones, each speedup over its runtime's
+    Native; the compiled config names its own files. CSV: its compiled rows beside its eager rows."""
+    for runtime, scale in (("eager", 1.0), ("compiled", 0.5)):
+        folders = _folders(tmp_path, runtime)
+        _write_run(folders["none"], _stages(2.0 * scale, 0.5, 0.0, 4.0 * scale))
+        _write_run(folders["evoprune"], _stages(1.0, 0.1, 0.0, 2.0 * scale))
+    overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'runs'}", "runtime=compiled"]
+    render_fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke_compiled.csv")
+    ours = ours[ours.block == "ours"]
+    assert ours[["method", "runtime"]].head(4).values.tolist() == [
+        ["none", "compiled"],  # the config's runtime first, then the other, cell by cell
+        ["none", "eager"],
+        ["fastervlm", "compiled"],
+        ["fastervlm", "eager"],
+    ]
+    evoprune = ours[ours.method == "evoprune"].set_index("runtime")
+    assert float(evoprune.loc["compiled", "ttft_x"]) == pytest.approx(3500 / 2100)  # (1000 + 500 + 2000) / ...
+    assert float(evoprune.loc["eager", "ttft_x"]) == pytest.approx(6500 / 3100)
+    md = (tmp_path / "tables" / "fig3_smoke_compiled.md").read_text()
+    assert "| Method | Stage | Paper (§4.3 text) | Ours (compiled) | Ours (eager) |" in md
+    assert "| EvoPrune | TTFT | 2x | 1.67x | 2.10x |" in md
+    assert (tmp_path / "figures" / "fig3_smoke_compiled.png").read_bytes().startswith(PNG_MAGIC)
+
+    bench = _bench_csv(tmp_path / "bench.csv")
+    frame = pd.read_csv(bench).assign(runtime="eager")
+    compiled = frame.assign(runtime="compiled", vision_encoder_ms=frame.vision_encoder_ms / 4)
+    pd.concat([frame, compiled]).to_csv(bench, index=False)
+    overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'none'}", f"experiment.bench_csv={bench}"]
+    render_fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke.csv")
+    native = ours[(ours.block == "ours") & (ours.method == "none")].set_index("runtime")
+    assert native.encoder_ms.astype(float).to_dict() == {"eager": 1000.0, "compiled": 250.0}
