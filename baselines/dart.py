@@ -60,6 +60,8 @@ import operator
 import torch
 import torch.nn.functional as F
 
+from evoprune.indexing import true_positions
+
 _EPS = 1e-8
 PIVOT_ORDERS = ("official", "l1")
 COUNTS = ("exact", "official")
@@ -123,15 +125,15 @@ def dart_select(
     kept[image_pivots] = True
     for row, quota in zip(similarity, quotas, strict=True):
         _pick_least_similar(row, kept, quota)
-    return kept.nonzero().squeeze(1)
+    return true_positions(kept, num_pivots + sum(quotas))  # every pick is a token not kept before
 
 
 @torch.compiler.disable  # run by Python itself: dynamo's own set would not iterate in CPython's hash order
 def _official_order(image_pivots: torch.Tensor, text_pivots: torch.Tensor, image_start: int, text_start: int):
     """Rows of cat(image pivots, text pivots) in the order the official code visits them: the order of a
     Python set built from the list of their absolute positions (image pivots first, each kind in `topk`
-    order, i.e. decreasing key L1 norm)."""
-    positions = [image_start + i for i in image_pivots.tolist()] + [text_start + t for t in text_pivots.tolist()]
+    order, i.e. decreasing key L1 norm). The positions are read on the host (one sync): a Python set orders them."""
+    positions = torch.cat([image_pivots + image_start, text_pivots + text_start]).tolist()
     row_of = {position: row for row, position in enumerate(positions)}
     # a tensor, not a list: a compiled caller's graph would specialise on a list index's values
     return torch.tensor([row_of[position] for position in set(positions)], device=image_pivots.device)

@@ -13,6 +13,10 @@ absolute position is taken as span start + its index among the prunable tokens, 
 computes it for a span with no other positions (it has no video path). Needs an attention
 implementation that takes no explicit mask when decoding one token (sdpa, flash): eager attention
 would build its decode mask from layer 0's longer cache.
+
+Host reads (device syncs on a GPU), two per prefill: the image's count, first and last position together
+(the text after the image is sliced by them), and with ``pivot_order="official"`` the pivots' positions
+(the official order is a Python set's). Everything else stays on the device.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from baselines.dart import dart_select
+from evoprune.indexing import true_positions
 
 SUPPORTED_ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3")
 
@@ -32,6 +37,18 @@ def _causal_mask(length: int, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(length, length, dtype=like.dtype, device=like.device).masked_fill(
         blocked, torch.finfo(like.dtype).min
     )[None, None]
+
+
+def _span(image_mask: torch.Tensor) -> tuple[int, int, int]:
+    """(number of marked positions, the first, the last + 1), read on the host in one sync: the text after
+    the image is sliced by it and the official pivot order is built from it. ValueError when none is marked."""
+    marked = image_mask.to(torch.uint8)
+    first = marked.argmax()  # the first maximum: the first marked position
+    last = marked.shape[0] - 1 - marked.flip(0).argmax()
+    count, start, stop = torch.stack([marked.sum(), first, last + 1]).tolist()
+    if count == 0:
+        raise ValueError("DART needs at least one image position in image_mask, it marks none")
+    return count, start, stop
 
 
 def _run_layers(layers, hidden, positions, cache, rotary):
@@ -76,8 +93,8 @@ def dart_prefill(
     layers = language_model.layers
     if not 1 <= layer < len(layers):
         raise ValueError(f"dart layer={layer} must be in [1, {len(layers) - 1}] for a {len(layers)}-layer LLM")
-    image_positions = image_mask.nonzero().flatten()
-    start, end = int(image_positions[0]), int(image_positions[-1]) + 1
+    num_image, start, end = _span(image_mask)
+    image_positions = true_positions(image_mask, num_image)
 
     length = inputs_embeds.shape[1]
     positions = torch.arange(length, device=inputs_embeds.device)
@@ -103,7 +120,7 @@ def dart_prefill(
     kept = torch.ones(length, dtype=torch.bool, device=inputs_embeds.device)
     kept[image_positions] = False
     kept[image_positions[kept_image.to(image_positions.device)]] = True
-    keep = kept.nonzero().flatten()
+    keep = true_positions(kept, length - num_image + len(kept_image))
     hidden = _run_layers(layers[layer:], hidden[:, keep], keep, cache, language_model.rotary_emb)
     output = BaseModelOutputWithPast(last_hidden_state=language_model.norm(hidden), past_key_values=cache)
     return output, len(kept_image)

@@ -382,6 +382,39 @@ def test_prefill_passes_the_sequence_positions(tiny_loaded, monkeypatch):
     ]
 
 
+def test_prefill_reads_the_span_around_unmarked_positions(tiny_loaded, monkeypatch):
+    """Newline-like positions (not marked) inside and after the image: the image starts at the first marked
+    position, the text after the last, and the selection sees the marked positions only, in order."""
+    import baselines.dart_prefill as prefill_module
+
+    calls = []
+
+    def recording(image_keys, image_hidden, budget, **kwargs):
+        calls.append((image_keys.shape[0], kwargs["image_start"], kwargs["text_start"]))
+        return dart_select(image_keys, image_hidden, budget, **kwargs)
+
+    monkeypatch.setattr(prefill_module, "dart_select", recording)
+    llm = tiny_loaded.model.model.language_model
+    embeds = torch.randn(1, 40, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[6:24] = True
+    mask[[6, 12, 23]] = False  # a leading, an inner and a trailing unmarked position
+    with torch.no_grad():
+        out, kept = prefill_module.dart_prefill(llm, embeds, mask, budget=8)
+    assert calls == [(15, 7, 23)] and kept == 8
+    assert out.past_key_values.layers[-1].keys.shape[2] == 40 - 15 + 8  # the unmarked positions all kept
+    with pytest.raises(ValueError, match="marks none"):
+        prefill_module.dart_prefill(llm, embeds, torch.zeros(40, dtype=torch.bool), budget=8)
+
+
+def test_true_positions_are_the_nonzero_entries_in_order():
+    from evoprune.indexing import true_positions
+
+    mask = torch.rand(200, generator=torch.Generator().manual_seed(0)) < 0.3
+    assert torch.equal(true_positions(mask, int(mask.sum())), mask.nonzero().flatten())
+    assert true_positions(torch.zeros(5, dtype=torch.bool), 0).tolist() == []
+
+
 # Bad input.
 
 

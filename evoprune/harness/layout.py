@@ -21,6 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from evoprune.indexing import true_positions
+
 NEWLINES = ("grid", "none")
 MERGED_NEWLINES = ("frame", "none")
 
@@ -89,7 +91,7 @@ def _per_frame(keep: torch.Tensor | None, count: int) -> int:
 
 
 def _masked_rows(values, mask, is_newline, length: int):
-    """(values[mask], is_newline[mask]) without reading the mask on the host: its ``length`` True entries,
-    known from the shapes, are the first of a stable sort of ``~mask`` (in their original order)."""
-    rows = (~mask).flatten().to(torch.uint8).argsort(stable=True)[:length]
+    """(values[mask], is_newline[mask]) without reading the mask on the host: its ``length`` True entries
+    are known from the shapes."""
+    rows = true_positions(mask.flatten(), length)
     return values.reshape(-1, values.shape[-1]).index_select(0, rows), is_newline.flatten().index_select(0, rows)
