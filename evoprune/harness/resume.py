@@ -37,7 +37,9 @@ RUN_RECORD = "run.json"
 PARTIAL = "partial"
 JOURNAL = "journal.jsonl"
 # Top-level fields that change no result (and how to present a secret).
-NON_RESULT_FIELDS = ("progress", "log_level", "output_dir", "resume", "experiment")
+NON_RESULT_FIELDS = ("progress", "log_level", "output_dir", "resume", "experiment", "data")
+# where a benchmark's files are (generated, or a local copy) is not what they are
+NON_RESULT_BENCHMARK_FIELDS = ("synthetic_data", "data_root", "local_data")
 FINAL_FILES = ("config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt")
 _PACKAGES = ("evoprune", "baselines")
 
@@ -94,12 +96,13 @@ def identity_config(cfg) -> dict:
 
 
 def without_non_result_fields(config: dict) -> dict:
-    """``config`` (plain data) without `NON_RESULT_FIELDS` and ``benchmark.synthetic_data``."""
+    """``config`` (plain data) without `NON_RESULT_FIELDS` and the benchmark's `NON_RESULT_BENCHMARK_FIELDS`."""
     identity = {key: value for key, value in config.items() if key not in NON_RESULT_FIELDS}
     if identity.get("runtime", "eager") == "eager":  # how to compile changes nothing when nothing is compiled
         identity.pop("compile", None)
     if isinstance(identity.get("benchmark"), dict):
-        identity["benchmark"] = {k: v for k, v in identity["benchmark"].items() if k != "synthetic_data"}
+        benchmark = identity["benchmark"].items()
+        identity["benchmark"] = {k: v for k, v in benchmark if k not in NON_RESULT_BENCHMARK_FIELDS}
     return identity
 
 

@@ -31,6 +31,7 @@ from evoprune.harness.machine_load import load_warning, machine_load, snapshot
 from evoprune.harness.models import LoadedModel, load_model, locate_weights, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
 from evoprune.harness.pruning import Pruner, build_pruner, locate_pruner_weights
+from evoprune.harness.real_data import DataUnavailableError, check_local_data, local_task_configs, task_data
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.run_lock import check_not_held, run_folder_lock
@@ -40,10 +41,6 @@ from evoprune.harness.video_metrics import derived_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NATIVE_RUN = "none-all"
-
-
-class DataUnavailableError(RuntimeError):
-    """A benchmark's datasets cannot be loaded (no Hub access and not in the datasets cache)."""
 
 
 def run_name(cfg) -> str:
@@ -123,15 +120,36 @@ def load_tasks(benchmark_cfg, model_cfg, plan: JudgePlan) -> dict:
         raise ConfigError(
             f"benchmark.tasks has unknown lmms-eval task(s) {unknown}; include_path={benchmark_cfg.include_path}"
         )
-    try:
-        with plan.environment():
-            return leaf_tasks(get_task_dict(plan.tasks, manager))
-    except Exception as err:
-        raise DataUnavailableError(
-            f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: {err}\n"
-            "The real benchmarks come from the Hugging Face Hub: on a machine without Hub access, "
-            "populate the datasets cache (HF_HOME / HF_DATASETS_CACHE) first, or run benchmark=smoke_image."
-        ) from err
+    root = data_root(benchmark_cfg)
+    with plan.environment():  # lmms-eval reads the judge's variables when it imports a task's code
+        tasks = plan.tasks
+        if root is not None:
+            found = task_data(benchmark_cfg, manager, root)
+            tasks = local_task_configs(tasks, found, check_local_data(found, root))
+        try:
+            return leaf_tasks(get_task_dict(tasks, manager))
+        except Exception as err:
+            where = (
+                f"the local copy at {root} (data.root) has the files but lmms-eval could not read them"
+                if root is not None
+                else "they come from the Hugging Face Hub or its cache; on a machine without Hub access, point "
+                "data.root at a local copy (python scripts/download_data.py lists what to fetch), or run the "
+                "generated benchmark=smoke_image"
+            )
+            raise DataUnavailableError(
+                f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: "
+                f"{err}\n{where[0].upper()}{where[1:]}."
+            ) from err
+
+
+def data_root(benchmark_cfg) -> Path | None:
+    """The benchmark's local copy (``benchmark.data_root``, by default ``data.root``; relative paths from the
+    repository), or None: the Hub or its cache."""
+    root = benchmark_cfg.get("data_root")
+    if root is None:
+        return None
+    root = Path(root).expanduser()
+    return root if root.is_absolute() else REPO_ROOT / root
 
 
 def join_records(
