@@ -15,7 +15,6 @@ videos; exit 2 names the first thing missing. ``--sizes`` asks the Hub for each 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def found_tasks(benchmark: str, root: str | None) -> tuple[Path, list[TaskData]]
     """The local copy's root and every leaf task of the benchmark suites with its files there."""
     from hydra import compose, initialize_config_dir
 
-    from evoprune.harness.judge import NO_JUDGE_ENV
+    from evoprune.harness.judge import JudgeConfig, plan_tasks
     from evoprune.harness.runner import benchmark_task_manager, data_root
 
     overrides = [] if root is None else [f"data.root={Path(root).resolve()}"]
@@ -48,9 +47,9 @@ def found_tasks(benchmark: str, root: str | None) -> tuple[Path, list[TaskData]]
         where = data_root(cfg.benchmark)
         if where is None:
             raise SystemExit("error: no root: pass --root DIR or set data.root in configs/config.yaml")
-        # reading a task's YAML imports its code; MM-Vet's wants a judge's settings (lmms-eval's offline one here)
-        os.environ.update({key: os.environ.get(key, value) for key, value in NO_JUDGE_ENV.items()})
-        found += task_data(cfg.benchmark, benchmark_task_manager(cfg.benchmark, cfg.model), where)
+        # reading a task's YAML imports its code, which reads the judge's variables (MM-Vet's): set as a run would
+        with plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)).environment():
+            found += task_data(cfg.benchmark, benchmark_task_manager(cfg.benchmark, cfg.model), where)
     return where, found
 
 

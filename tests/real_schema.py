@@ -1,7 +1,7 @@
 """Tiny local copies of the real benchmarks, laid out as `hf download --local-dir` leaves them (generated
 per test session, never shipped): each dataset's files under ``<root>/<repo>``, named subsets declared in
 the README's ``configs`` as on the Hub, the columns each lmms-eval task's code reads, and the videos where
-`scripts/download_data.py --unpack` puts them. So far MME, Video-MME, LongVideoBench and MVBench."""
+`scripts/download_data.py --unpack` puts them: the eight tasks of Tables 1-3 (MVBench's 20 subtasks)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,96 @@ def write_mme(root: Path) -> Path:
         "image": [Image.new("RGB", (48, 48), (200, 20, 20))] * 2,
     }
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    return folder
+
+
+def _parquet(folder: Path, split: str, rows: dict, features: dict | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    table = datasets.Dataset.from_dict(rows, features=None if features is None else datasets.Features(features))
+    table.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+
+
+def _images(count: int) -> list[Image.Image]:
+    colours = [(200, 20, 20), (20, 200, 20), (20, 20, 200), (200, 200, 20)]
+    return [Image.new("RGB", (48, 48), colours[i % len(colours)]) for i in range(count)]
+
+
+def write_vqav2(root: Path) -> Path:
+    """VQAv2 val: ten human answers per question (lmms-eval's exact match counts how many agree)."""
+    folder = root / "lmms-lab-encoder" / "VQAv2"
+    answers = [
+        [
+            {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+            for i, a in enumerate(["red"] * 8 + ["pink"] * 2)
+        ],
+        [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(["2"] * 3 + ["two"] * 7)],
+    ]
+    rows = {
+        "question_type": ["what color is the", "how many"],
+        "multiple_choice_answer": ["red", "two"],
+        "answers": answers,
+        "image_id": [1, 2],
+        "answer_type": ["other", "number"],
+        "question_id": [10, 20],
+        "question": ["What color is the square?", "How many squares are there?"],
+        "image": _images(2),
+    }
+    answer = {
+        "answer": datasets.Value("string"),
+        "answer_confidence": datasets.Value("string"),
+        "answer_id": datasets.Value("int64"),
+    }
+    features = {
+        name: datasets.Value("string")
+        for name in ("question_type", "multiple_choice_answer", "answer_type", "question")
+    }
+    features |= {"answers": [answer], "image_id": datasets.Value("int64"), "question_id": datasets.Value("int64")}
+    _parquet(folder / "data", "validation", rows, features | {"image": datasets.Image()})
+    return folder
+
+
+def write_mmbench(root: Path) -> Path:
+    """MMBench dev, English and Chinese subsets: a question and its circular copy (index + 1e6, options
+    rotated), which must both be right to count."""
+    folder = root / "lmms-lab-encoder" / "MMBench"
+    options = ["red", "green", "blue", "yellow"]
+    rotated = options[1:] + options[:1]
+    for subset in ("en", "cn"):
+        rows = {
+            "index": [0, 1_000_000],
+            "question": ["What colour is the square?"] * 2,
+            "hint": ["nan"] * 2,
+            "answer": ["A", "D"],
+            "A": [options[0], rotated[0]],
+            "B": [options[1], rotated[1]],
+            "C": [options[2], rotated[2]],
+            "D": [options[3], rotated[3]],
+            "category": ["attribute_recognition"] * 2,
+            "image": _images(1) * 2,
+            "source": ["MMBench"] * 2,
+            "L2-category": ["finegrained_perception (instance-level)"] * 2,
+            "comment": ["nan"] * 2,
+            "split": ["dev"] * 2,
+        }
+        features = {name: datasets.Value("string") for name in rows if name not in ("index", "image")}
+        _parquet(folder / subset, "dev", rows, features | {"index": datasets.Value("int64"), "image": datasets.Image()})
+    _readme(folder, [(subset, "dev", f"{subset}/dev-*.parquet") for subset in ("en", "cn")])
+    return folder
+
+
+def write_mmvet(root: Path) -> Path:
+    folder = root / "lmms-lab-encoder" / "MMVet"
+    rows = {
+        "question_id": ["v1_0", "v1_1"],
+        "image": _images(2),
+        "question": ["What colour is the square?", "Is the square green?"],
+        "answer": ["red", "yes"],
+        "image_source": ["generated", "generated"],
+        "capability": [["rec"], ["rec"]],
+    }
+    features = {name: datasets.Value("string") for name in ("question_id", "question", "answer", "image_source")}
+    features |= {"capability": [datasets.Value("string")], "image": datasets.Image()}
+    _parquet(folder / "data", "test", rows, features)
     return folder
 
 
@@ -116,6 +206,14 @@ def write_mvbench(root: Path) -> Path:
 
 
 def write_root(root: Path) -> Path:
-    for write in (write_mme, write_videomme, write_longvideobench, write_mvbench):
+    for write in (
+        write_vqav2,
+        write_mme,
+        write_mmbench,
+        write_mmvet,
+        write_videomme,
+        write_longvideobench,
+        write_mvbench,
+    ):
         write(root)
     return root

@@ -5,6 +5,7 @@ fails before any heavy work, naming the task, the repository, the path and the c
 from __future__ import annotations
 
 import io
+import json
 import sys
 import tarfile
 import zipfile
@@ -12,8 +13,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
-from real_schema import write_root
+from conftest import compose_config, run_py
+from real_schema import write_mme, write_root
 
 from evoprune.harness.judge import JudgeConfig, plan_tasks
 from evoprune.harness.real_data import DataUnavailableError, local_task_configs, unpack_archives
@@ -180,11 +181,14 @@ def test_unpack_extracts_zips_and_joined_tar_parts_once(tmp_path):
     ]
 
 
-def test_download_data_check_and_plan(root, capsys):
-    assert download_data.main(["--benchmark", "video", "--root", str(root), "--check"]) == 0
+def test_download_data_check_and_plan(root, tmp_path, capsys):
+    assert download_data.main(["--benchmark", "all", "--root", str(root), "--check"]) == 0
     out = capsys.readouterr().out
     assert f"ok: OpenGVLab/MVBench at {root / 'OpenGVLab/MVBench'}" in out and "mvbench (group)" in out
-    assert download_data.main(["--benchmark", "image", "--root", str(root), "--check"]) == 2
+    assert "ok: lmms-lab-encoder/MMBench" in out and "mmbench_en_dev, mmbench_cn_dev" in out
+    partial = tmp_path / "partial"
+    write_mme(partial)
+    assert download_data.main(["--benchmark", "image", "--root", str(partial), "--check"]) == 2
     assert (
         "error: task vqav2_val: its dataset lmms-lab-encoder/VQAv2 is not in the local copy" in capsys.readouterr().err
     )
@@ -194,3 +198,46 @@ def test_download_data_check_and_plan(root, capsys):
         f"hf download OpenGVLab/MVBench --repo-type dataset --revision video --local-dir {root / 'OpenGVLab/MVBench'}"
         in plan.getvalue()
     )
+
+
+def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path):
+    """The image suite unpruned and the video suite pruned, through run.py with the trained tiny models: every
+    real task answers every row; MVBench's derived score is the mean of lmms-eval's own 20 subtask scores."""
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    runs = tmp_path / "runs"
+    image = run_py(
+        "model=tiny_llava_trained", "benchmark=image", f"data.root={root}", f"output_dir={runs}", env=offline
+    )
+    assert image.returncode == 0, image.stderr[-3000:]
+    metrics = json.loads((runs / "tiny_llava_trained/image/none-all/metrics.json").read_text())
+    assert {name: task["samples"] for name, task in metrics["tasks"].items()} == {
+        "vqav2_val": 2,
+        "mme": 2,
+        "mmbench_en_dev": 2,
+        "mmbench_cn_dev": 2,
+        "mmvet": 2,
+    }
+    assert metrics["errors"] == 0
+    video = run_py(
+        "model=tiny_llava_video_trained",
+        "benchmark=video",
+        "pruner=evoprune",
+        "budget=16",
+        f"data.root={root}",
+        f"output_dir={runs}",
+        env=offline,
+    )
+    assert video.returncode == 0, video.stderr[-3000:]
+    metrics = json.loads((runs / "tiny_llava_video_trained/video/evoprune-16/metrics.json").read_text())
+    assert metrics["samples"] == 22 and metrics["errors"] == 0
+    subtasks = [
+        task["metrics"]["mvbench_accuracy"] for name, task in metrics["tasks"].items() if name.startswith("mvbench_")
+    ]
+    assert len(subtasks) == 20
+    derived = metrics["derived"]
+    assert derived["mvbench_test"]["value"] == pytest.approx(sum(subtasks) / 20)
+    assert [derived[name]["samples"] for name in ("longvideobench_val", "videomme_overall", "videomme_short")] == [
+        1,
+        1,
+        1,
+    ]
