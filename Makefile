@@ -6,12 +6,13 @@ INSTALLED := $(VENV)/.installed
 .PHONY: install lock check-latest demo test mutate lint clean device-wheels table1 table2 table3 fig1 fig3 fig4 sweep
 
 # Table targets: SMOKE=1 runs the sweep on the tiny model + smoke suite; LIMIT=n caps samples per task;
-# RUNTIME=compiled runs every cell with runtime=compiled (its own run folders and table files).
+# RUNTIME=compiled runs every cell with runtime=compiled (its own run folders and table files); DATA=<folder>
+# reads the real benchmarks from that local copy (data.root: scripts/download_data.py).
 # The sweep skips complete runs and resumes interrupted ones; exit status 2 (bad config, missing
 # weights or data, a run folder in use) stops before rendering unless FALLBACK is set (fig3: then FALLBACK's
 # line is printed and the renderer decides); 1 (some sample failed) and 3 (a run's scoring failed, its answers
 # kept) still render, then fail.
-SWEEP_ARGS = $(if $(LIMIT),limit=$(LIMIT)) $(if $(RUNTIME),runtime=$(RUNTIME))
+SWEEP_ARGS = $(if $(LIMIT),limit=$(LIMIT)) $(if $(RUNTIME),runtime=$(RUNTIME)) $(if $(DATA),data.root=$(DATA))
 
 ## Set up .venv from requirements.lock (exact versions, hashes checked), then a tiny real evaluation.
 install: $(INSTALLED)
