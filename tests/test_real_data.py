@@ -42,25 +42,24 @@ def _load(root: Path, benchmark: str, tasks: str, *overrides):
 def test_an_image_task_reads_the_local_copy(root):
     (task,) = _load(root, "image", "[mme]").values()
     docs = task.test_docs()
-    assert [doc["answer"] for doc in docs] == ["Yes", "No"]
+    assert [doc["answer"] for doc in docs] == ["Yes", "No"] * 4  # a pair per image
     assert task.config.dataset_path == str(root / "lmms-lab-encoder" / "MME")
-    assert task.doc_to_visual(docs[0])[0].size == (48, 48)
+    assert task.doc_to_visual(docs[0])[0].size == (336, 336)
 
 
 def test_video_tasks_find_their_videos_in_the_unpacked_folders(root):
     tasks = _load(root, "video", "[videomme,longvideobench_val_v,mvbench]")
     assert len(tasks) == 22  # Video-MME, LongVideoBench and MVBench's 20 subtasks
-    (videomme,) = tasks["videomme"].test_docs()
-    assert tasks["videomme"].doc_to_visual(videomme) == [
-        str(root / "lmms-eval/Video-MME/unpacked/data/fFjv93ACGo8.mp4")
-    ]
-    (lvb,) = tasks["longvideobench_val_v"].test_docs()
+    videomme = tasks["videomme"].test_docs()[0]
+    assert tasks["videomme"].doc_to_visual(videomme) == [str(root / "lmms-eval/Video-MME/unpacked/data/clip_000.mp4")]
+    lvb = tasks["longvideobench_val_v"].test_docs()[0]
     assert tasks["longvideobench_val_v"].doc_to_visual(lvb) == [
-        str(root / "longvideobench/LongVideoBench/unpacked/videos/86CxyhFV9MI.mp4")
+        str(root / "longvideobench/LongVideoBench/unpacked/videos/clip_000.mp4")
     ]
     count = tasks["mvbench_action_count"]
-    (doc,) = count.test_docs()
-    assert count.doc_to_visual(doc) == [str(root / "OpenGVLab/MVBench/unpacked/perception/videos/action_count.mp4")]
+    assert count.doc_to_visual(count.test_docs()[0]) == [
+        str(root / "OpenGVLab/MVBench/unpacked/perception/videos/clip_000.mp4")
+    ]
     for name, task in tasks.items():
         for doc in task.test_docs():
             assert Path(task.doc_to_visual(doc)[0]).is_file(), name
@@ -75,18 +74,18 @@ def test_our_video_paths_are_lmms_evals_under_its_cache_folder(root, monkeypatch
     tasks = _load(root, "video", "[videomme,longvideobench_val_v,mvbench]")
     monkeypatch.setattr(videomme_utils, "base_cache_dir", str(root / "lmms-eval/Video-MME"))
     monkeypatch.setattr(videomme_utils, "cache_name", "unpacked")
-    (doc,) = tasks["videomme"].test_docs()
+    doc = tasks["videomme"].test_docs()[0]
     assert videomme_utils.videomme_doc_to_visual(doc) == tasks["videomme"].doc_to_visual(doc)
     monkeypatch.setenv("HF_HOME", str(root / "longvideobench/LongVideoBench"))
     monkeypatch.setattr(
         lvb_utils, "_resolve_dataset_dir", lambda *a: (str(root / "longvideobench/LongVideoBench/unpacked/videos/"), {})
     )
-    (doc,) = tasks["longvideobench_val_v"].test_docs()
+    doc = tasks["longvideobench_val_v"].test_docs()[0]
     assert lvb_utils.longvideobench_doc_to_visual_v(doc) == tasks["longvideobench_val_v"].doc_to_visual(doc)
     monkeypatch.setattr(mvbench_utils, "base_cache_dir", str(root / "OpenGVLab/MVBench"))
     monkeypatch.setattr(mvbench_utils, "cache_name", "unpacked")
     for name in ("mvbench_action_count", "mvbench_moving_count", "mvbench_episodic_reasoning"):
-        (doc,) = tasks[name].test_docs()
+        doc = tasks[name].test_docs()[0]
         ours = tasks[name].doc_to_visual(doc)
         assert mvbench_utils.mvbench_doc_to_visual(doc, {"sub_task": name.removeprefix("mvbench_")}) == ours
 
@@ -115,8 +114,8 @@ def test_a_missing_image_dataset_names_task_repository_path_and_command(tmp_path
 
 def test_missing_videos_are_named_with_the_unpack_command(tmp_path):
     root = write_root(tmp_path)
-    (root / "OpenGVLab/MVBench/unpacked/perception/videos/action_count.mp4").unlink()
-    named = r"task mvbench_action_count: its dataset OpenGVLab/MVBench \(revision video\).*action_count.mp4"
+    (root / "OpenGVLab/MVBench/unpacked/perception/videos/clip_000.mp4").unlink()  # action_count's and others'
+    named = r"task mvbench_\w+: its dataset OpenGVLab/MVBench \(revision video\).*perception/videos/clip_000.mp4"
     with pytest.raises(DataUnavailableError, match=named + ".*--unpack"):
         _load(root, "video", "[mvbench]")
     (root / "lmms-eval/Video-MME/unpacked").rename(root / "lmms-eval/Video-MME/elsewhere")
@@ -135,12 +134,13 @@ def test_two_copies_with_other_contents_read_their_own(tmp_path):
     card alone): each set of files gets a cache folder of its own."""
     first, second = write_root(tmp_path / "first"), write_root(tmp_path / "second")
     lvb = second / "longvideobench/LongVideoBench/lvb_val.json"
-    lvb.write_text(lvb.read_text().replace("What moves first?", "What moves last?"))
+    rows = json.loads(lvb.read_text())
+    lvb.write_text(json.dumps([rows[0] | {"question": "Changed?"}, *rows[1:]]))
     questions = [
         _load(root, "video", "[longvideobench_val_v]")["longvideobench_val_v"].test_docs()[0]["question"]
         for root in (first, second)
     ]
-    assert questions == ["What moves first?", "What moves last?"]
+    assert questions == [rows[0]["question"], "Changed?"]
 
 
 def test_judge_dict_configs_keep_their_overrides_and_gain_the_local_files(root):
@@ -200,24 +200,99 @@ def test_download_data_check_and_plan(root, tmp_path, capsys):
     )
 
 
+def _samples(run: Path) -> dict[str, list[dict]]:
+    samples: dict[str, list[dict]] = {}
+    for line in (run / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        samples.setdefault(row["task"], []).append(row)
+    return {task: sorted(rows, key=lambda row: row["doc_id"]) for task, rows in samples.items()}
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return table.drop_columns([name for name in ("image",) if name in table.column_names]).to_pylist()
+
+
+NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine ten".split())}
+
+
+def _vqa_normal(text: str) -> str:
+    """VQA's answer normalisation as far as these answers need it: case, articles, number words, full stop."""
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().strip().rstrip(".").split() if w not in ("a", "an", "the")]
+    return " ".join(words)
+
+
+def _vqa_accuracy(answer: str, humans: list[str]) -> float:
+    """The VQA metric: min(1, matching humans / 3), averaged over the ten ways of leaving one human out."""
+    ours = _vqa_normal(answer)
+    matches = [_vqa_normal(h) == ours for h in humans]
+    return sum(min(1.0, (sum(matches) - m) / 3) for m in matches) / len(humans)
+
+
+def _letter(reply: str, letters: str = "ABCDE") -> str | None:
+    """The option letter a reply is (an optional full stop after it), else None."""
+    reply = reply.strip().rstrip(".")
+    return reply if len(reply) == 1 and reply in letters else None
+
+
+def _mme_by_hand(samples: list[dict], rows: list[dict]) -> float:
+    """Sum over categories of the mean over images of acc + acc+ (percent), a reply right when its first word
+    is the answer."""
+    per_image: dict[tuple, list[bool]] = {}
+    for sample, row in zip(samples, rows, strict=True):
+        first = sample["answer"].strip().split()[0].strip(".,").lower() if sample["answer"].strip() else ""
+        per_image.setdefault((row["category"], row["question_id"]), []).append(first == row["answer"].lower())
+    by_category: dict[str, list[float]] = {}
+    for (category, _), hits in per_image.items():
+        by_category.setdefault(category, []).append(100 * sum(hits) / 2 + 100 * all(hits))
+    return sum(sum(scores) / len(scores) for scores in by_category.values())
+
+
+def _mmbench_by_hand(samples: list[dict], rows: list[dict]) -> tuple[float, int]:
+    """(percent of questions whose copies were all answered right, replies that are no option letter)."""
+    letters = [_letter(s["answer"], "ABCD") for s in samples]
+    copies: dict[int, list[bool]] = {}
+    for letter, row in zip(letters, rows, strict=True):
+        copies.setdefault(row["index"] % 1_000_000, []).append(letter == row["answer"])
+    return 100 * sum(all(hits) for hits in copies.values()) / len(copies), letters.count(None)
+
+
 def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path):
     """The image suite unpruned and the video suite pruned, through run.py with the trained tiny models: every
-    real task answers every row; MVBench's derived score is the mean of lmms-eval's own 20 subtask scores."""
+    real task answers every row, and the metrics, Table 1's and Table 2's, equal their values worked out by hand
+    from the replies (MME's pairs, MMBench's circular copies and unreadable replies, VQAv2's ten answers,
+    Video-MME by duration, LongVideoBench's perception / relation split, MVBench over its 20 subtasks)."""
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     runs = tmp_path / "runs"
     image = run_py(
         "model=tiny_llava_trained", "benchmark=image", f"data.root={root}", f"output_dir={runs}", env=offline
     )
     assert image.returncode == 0, image.stderr[-3000:]
-    metrics = json.loads((runs / "tiny_llava_trained/image/none-all/metrics.json").read_text())
-    assert {name: task["samples"] for name, task in metrics["tasks"].items()} == {
-        "vqav2_val": 2,
-        "mme": 2,
-        "mmbench_en_dev": 2,
-        "mmbench_cn_dev": 2,
-        "mmvet": 2,
-    }
+    run = runs / "tiny_llava_trained/image/none-all"
+    metrics, samples = json.loads((run / "metrics.json").read_text()), _samples(run)
+    counts = {"vqav2_val": 4, "mme": 8, "mmbench_en_dev": 8, "mmbench_cn_dev": 8, "mmvet": 2}
+    assert {name: task["samples"] for name, task in metrics["tasks"].items()} == counts
     assert metrics["errors"] == 0
+    scores = {name: task["metrics"] for name, task in metrics["tasks"].items()}
+    mme_rows = _parquet_rows(root / "lmms-lab-encoder/MME/data/test-00000-of-00001.parquet")
+    assert scores["mme"]["mme_perception_score"] == pytest.approx(_mme_by_hand(samples["mme"], mme_rows))
+    for subset in ("en", "cn"):
+        rows = _parquet_rows(root / f"lmms-lab-encoder/MMBench/{subset}/dev-00000-of-00001.parquet")
+        accuracy, unreadable = _mmbench_by_hand(samples[f"mmbench_{subset}_dev"], rows)
+        assert (scores[f"mmbench_{subset}_dev"]["accuracy"], scores[f"mmbench_{subset}_dev"]["needs_judge"]) == (
+            pytest.approx(accuracy),
+            unreadable,
+        )
+    vqa_rows = _parquet_rows(root / "lmms-lab-encoder/VQAv2/data/validation-00000-of-00001.parquet")
+    vqa = [
+        _vqa_accuracy(s["answer"], [a["answer"] for a in row["answers"]])
+        for s, row in zip(samples["vqav2_val"], vqa_rows, strict=True)
+    ]
+    assert scores["vqav2_val"]["exact_match"] == pytest.approx(sum(vqa) / len(vqa))
+    assert scores["mmvet"]["status"] == "not scored (no judge)"
+
     video = run_py(
         "model=tiny_llava_video_trained",
         "benchmark=video",
@@ -228,16 +303,36 @@ def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path)
         env=offline,
     )
     assert video.returncode == 0, video.stderr[-3000:]
-    metrics = json.loads((runs / "tiny_llava_video_trained/video/evoprune-16/metrics.json").read_text())
-    assert metrics["samples"] == 22 and metrics["errors"] == 0
-    subtasks = [
-        task["metrics"]["mvbench_accuracy"] for name, task in metrics["tasks"].items() if name.startswith("mvbench_")
+    run = runs / "tiny_llava_video_trained/video/evoprune-16"
+    metrics, samples = json.loads((run / "metrics.json").read_text()), _samples(run)
+    assert metrics["samples"] == 6 + 6 + 3 * 6 + 17 and metrics["errors"] == 0
+    derived = {name: (entry["value"], entry["samples"]) for name, entry in metrics["derived"].items()}
+
+    def percent(hits: list[bool]):
+        return (pytest.approx(100 * sum(hits) / len(hits)) if hits else None, len(hits))
+
+    videomme_rows = _parquet_rows(root / "lmms-eval/Video-MME/videomme/test-00000-of-00001.parquet")
+    hits = [
+        (_letter(s["answer"], "ABCD") == row["answer"], row["duration"])
+        for s, row in zip(samples["videomme"], videomme_rows, strict=True)
     ]
-    assert len(subtasks) == 20
-    derived = metrics["derived"]
-    assert derived["mvbench_test"]["value"] == pytest.approx(sum(subtasks) / 20)
-    assert [derived[name]["samples"] for name in ("longvideobench_val", "videomme_overall", "videomme_short")] == [
-        1,
-        1,
-        1,
+    assert derived["videomme_overall"] == percent([hit for hit, _ in hits])
+    for duration in ("short", "medium", "long"):
+        assert derived[f"videomme_{duration}"] == percent([hit for hit, d in hits if d == duration])
+    lvb_rows = json.loads((root / "longvideobench/LongVideoBench/lvb_val.json").read_text())
+    hits = [
+        (_letter(s["answer"]) == "ABCDE"[row["correct_choice"]], row["question_category"])
+        for s, row in zip(samples["longvideobench_val_v"], lvb_rows, strict=True)
     ]
+    assert derived["longvideobench_val"] == percent([hit for hit, _ in hits])
+    # the LongVideoBench paper's level-1 (perception) and level-2 (relation) question categories
+    assert derived["longvideobench_perception"] == percent([hit for hit, c in hits if c in ("S2A", "S2E")])
+    assert derived["longvideobench_relation"] == percent([hit for hit, c in hits if c in ("O3O", "E3E")])
+    mvbench = []
+    for task, task_samples in samples.items():
+        if task.startswith("mvbench_"):
+            rows = json.loads((root / f"OpenGVLab/MVBench/json/{task.removeprefix('mvbench_')}.json").read_text())
+            for s, row in zip(task_samples, rows, strict=True):
+                letter = _letter(s["answer"], "ABCD"[: len(row["candidates"])])
+                mvbench.append(letter is not None and row["candidates"]["ABCD".index(letter)] == row["answer"])
+    assert derived["mvbench_test"] == percent(mvbench)

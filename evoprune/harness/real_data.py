@@ -6,11 +6,12 @@ it, ``<repo>`` being the task's own ``dataset_path`` in lmms-eval's task YAML (e
 ``lmms-lab-encoder/MME``; MVBench at its ``revision``); a video task's archives unpacked into
 ``<root>/<repo>/<videos>`` (``benchmark.local_data.<task>.videos``) as lmms-eval unpacks them into its
 cache folder (``scripts/download_data.py --unpack``). With a root, each task's config gets the local
-folder as ``dataset_path`` and no Hub options (``dataset_kwargs`` empty: lmms-eval then neither
-downloads nor unpacks anything), and a video task's ``doc_to_visual`` becomes one that looks in the
-unpacked folder: lmms-eval's own read it from ``$HF_HOME`` at import. Their relative paths are
+folder as ``dataset_path`` and, of its ``dataset_kwargs``, only a datasets cache folder of these files'
+own (`cache_folder`; no Hub options, no video download: lmms-eval then neither downloads nor unpacks
+anything), and a video task's ``doc_to_visual`` becomes one that looks in the unpacked folder: lmms-eval's
+own read it from ``$HF_HOME`` at import. Their relative paths are
 lmms-eval's (Video-MME ``data/<videoID>.mp4``, else ``.MP4`` or ``.mkv``; LongVideoBench
-``videos/<video_path>``; MVBench ``<its folder per subtask>/<video>``, else under ``data0613/``).
+``videos/<video_path>``; MVBench ``<its folder per subtask>/<video>``).
 """
 
 from __future__ import annotations
@@ -62,11 +63,10 @@ def longvideobench_visual(videos: Path, doc: dict) -> list[str]:
     return [str(videos / "videos" / doc["video_path"])]
 
 
-def mvbench_visual(videos: Path, doc: dict) -> list[str]:
-    """``videos`` already the subtask's folder (`_visual_for`)."""
-    path = videos / doc["video"]
-    fallback = videos.parent.joinpath("data0613", videos.name) / doc["video"]
-    return [str(fallback if not path.exists() and fallback.exists() else path)]
+def mvbench_visual(videos: Path, folder: str, doc: dict) -> list[str]:
+    """``folder``: the subtask's (`_visual_for`). lmms-eval's fallback to ``data0613/<folder>`` applies to
+    folders whose last part is ``clevrer`` or ``star``, which no subtask's is: left out."""
+    return [str(videos / folder / doc["video"])]
 
 
 # lmms-eval's video tasks by the family their leaf names start with: where a row's video is
@@ -85,7 +85,7 @@ def _visual_for(task: str, config: dict, videos: Path) -> Callable:
         from lmms_eval.tasks.mvbench.utils import DATA_LIST  # each subtask's folder
 
         sub_task = config["lmms_eval_specific_kwargs"]["default"]["sub_task"]
-        return functools.partial(mvbench_visual, videos / DATA_LIST[sub_task])
+        return functools.partial(mvbench_visual, videos, DATA_LIST[sub_task])
     return functools.partial(VISUALS[family], videos)
 
 
