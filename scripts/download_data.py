@@ -37,13 +37,14 @@ def found_tasks(benchmark: str, root: str | None) -> tuple[Path, list[TaskData]]
     from hydra import compose, initialize_config_dir
 
     from evoprune.harness.judge import JudgeConfig, plan_tasks
-    from evoprune.harness.runner import benchmark_task_manager, data_root
+    from evoprune.harness.runner import benchmark_task_manager, data_root, quiet_lmms_eval
 
     overrides = [] if root is None else [f"data.root={Path(root).resolve()}"]
     found, where = [], None
     for suite in BENCHMARKS[benchmark]:
         with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
             cfg = compose("config", overrides=[f"benchmark={suite}", *overrides])
+        quiet_lmms_eval(cfg.log_level)
         where = data_root(cfg.benchmark)
         if where is None:
             raise SystemExit("error: no root: pass --root DIR or set data.root in configs/config.yaml")

@@ -336,3 +336,14 @@ def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path)
                 letter = _letter(s["answer"], "ABCD"[: len(row["candidates"])])
                 mvbench.append(letter is not None and row["candidates"]["ABCD".index(letter)] == row["answer"])
     assert derived["mvbench_test"] == percent(mvbench)
+
+
+def test_the_sweep_preflight_checks_the_local_copy_quietly(tmp_path):
+    """The multirun preflight names a missing dataset (exit 2 before any run) without lmms-eval's DEBUG lines."""
+    root = tmp_path / "partial"
+    write_mme(root)
+    result = run_py("-m", "benchmark=image", f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "limit=2")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: task vqav2_val: its dataset lmms-lab-encoder/VQAv2 is not in the local copy" in result.stderr
+    assert "DEBUG" not in result.stderr
+    assert not (tmp_path / "runs").exists()

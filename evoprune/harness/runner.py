@@ -217,7 +217,7 @@ def cached_model(model_cfg, device, dtype, seed: int) -> LoadedModel:
     return _loaded_model[key]
 
 
-def _quiet_lmms_eval(level: str) -> None:
+def quiet_lmms_eval(level: str) -> None:
     """lmms-eval logs through loguru at DEBUG by default; keep the console to ``level`` and up."""
     from loguru import logger
 
@@ -326,7 +326,7 @@ def evaluate(cfg) -> int:
     if plan.complete is not None:
         return _skip(plan)
     pruner = build_pruner(cfg.pruner, cfg.budget)
-    _quiet_lmms_eval(cfg.log_level)
+    quiet_lmms_eval(cfg.log_level)
     locate_weights(cfg.model)
     locate_pruner_weights(cfg.pruner)
     judge_plan = plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge))

@@ -113,12 +113,13 @@ def preflight(configs: list[DictConfig]) -> None:
     from evoprune.harness.judge import JudgeConfig, plan_tasks
     from evoprune.harness.models import locate_weights
     from evoprune.harness.pruning import build_pruner, locate_pruner_weights
-    from evoprune.harness.runner import load_tasks
+    from evoprune.harness.runner import load_tasks, quiet_lmms_eval
     from evoprune.harness.settings import check_config
 
     checked_models, checked_benchmarks = set(), set()
     for cfg in configs:
         check_config(cfg)
+        quiet_lmms_eval(cfg.log_level)
         build_pruner(cfg.pruner, cfg.budget)
         locate_pruner_weights(cfg.pruner)
         if cfg.model.name not in checked_models:
