@@ -120,6 +120,7 @@ def test_real_benchmark_without_datasets_fails_before_the_model_loads(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Could not load the datasets of benchmark 'image'" in result.stderr
     assert "benchmark=smoke_image" in result.stderr and "data.root" in result.stderr
+    assert "lmms-lab-encoder/MMBench: mmbench_en_dev, mmbench_cn_dev" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
 

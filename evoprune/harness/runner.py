@@ -129,17 +129,27 @@ def load_tasks(benchmark_cfg, model_cfg, plan: JudgePlan) -> dict:
         try:
             return leaf_tasks(get_task_dict(tasks, manager))
         except Exception as err:
-            where = (
-                f"the local copy at {root} (data.root) has the files but lmms-eval could not read them"
+            advice = (
+                f"The local copy at {root} (data.root) has the files, but lmms-eval could not read them."
                 if root is not None
-                else "they come from the Hugging Face Hub or its cache; on a machine without Hub access, point "
-                "data.root at a local copy (python scripts/download_data.py lists what to fetch), or run the "
-                "generated benchmark=smoke_image"
+                else f"They come from the Hugging Face Hub ({hub_repositories(benchmark_cfg, manager)}) or its cache; "
+                "on a machine without Hub access, point data.root at a local copy (python scripts/download_data.py "
+                "lists what to fetch), or run the generated benchmark=smoke_image."
             )
             raise DataUnavailableError(
                 f"Could not load the datasets of benchmark {benchmark_cfg.name!r} ({names}): {type(err).__name__}: "
-                f"{err}\n{where[0].upper()}{where[1:]}."
+                f"{err}\n{advice}"
             ) from err
+
+
+def hub_repositories(benchmark_cfg, manager) -> str:
+    """``repo (its tasks), …`` of a real benchmark's tasks; "" for generated ones."""
+    if not benchmark_cfg.get("lmms_eval_builtin_tasks"):
+        return "the tasks' dataset_path"
+    by_repo: dict[str, list[str]] = {}
+    for data in task_data(benchmark_cfg, manager, Path(".")):
+        by_repo.setdefault(data.repo, []).append(data.entry)
+    return "; ".join(f"{repo}: {', '.join(dict.fromkeys(entries))}" for repo, entries in by_repo.items())
 
 
 def data_root(benchmark_cfg) -> Path | None:
