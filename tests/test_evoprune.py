@@ -409,3 +409,35 @@ def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
         evoprune.unpatch(tower)
     assert ours.visual_tokens_after == 32
     assert tiny_loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == ours.text
+
+
+def test_the_method_patches_a_tower_with_torch_and_transformers_alone(tmp_path):
+    """`import evoprune; evoprune.patch(...)` in a process where the harness's packages do not import."""
+    import os
+    import subprocess
+    import sys
+
+    absent = ("lmms_eval", "hydra", "omegaconf", "datasets", "pandas", "decord", "av", "matplotlib")
+    (tmp_path / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({absent!r}))\n")
+    program = (
+        "import torch, evoprune\n"
+        "from transformers import CLIPVisionConfig, CLIPVisionModel\n"
+        "config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,"
+        " image_size=56, patch_size=14)\n"
+        "model = CLIPVisionModel(config).eval()\n"
+        "evoprune.patch(model, budget=8, feature_layer=-1)\n"
+        "with torch.no_grad():\n"
+        "    out = model(torch.randn(1, 3, 56, 56), output_hidden_states=True)\n"
+        "print(out.hidden_states[-1].shape[1], evoprune.schedule_of(model))\n"
+        "import sys; print(sorted(name for name in sys.modules if name.startswith('evoprune.harness')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    tokens, *_, loaded = done.stdout.strip().splitlines()
+    assert tokens.split()[0] == "9" and loaded == "[]"  # CLS + 8 tokens; nothing of the harness imported
