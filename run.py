@@ -22,10 +22,9 @@ exit_status = 0
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     global exit_status
-    from evoprune.harness.models import ModelUnavailableError
+    from evoprune.harness.errors import ConfigError, DataUnavailableError, ModelUnavailableError
     from evoprune.harness.run_lock import RunFolderBusy
-    from evoprune.harness.runner import DataUnavailableError, RunStopped, evaluate
-    from evoprune.harness.settings import ConfigError
+    from evoprune.harness.runner import RunStopped, evaluate
     from evoprune.harness.sweep import apply_cell
 
     try:

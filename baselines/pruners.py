@@ -244,7 +244,7 @@ class CDPrunerPruner(Pruner):
     @staticmethod
     def _image_text_model(cfg, build_tiny, load, vision_hidden: int):
         if cfg["kind"] == "tiny":
-            from evoprune.harness.models import build_byte_tokenizer
+            from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
 
             tokenizer = build_byte_tokenizer()
             return build_tiny(vision_hidden, tokenizer, seed=cfg.get("seed", 0)), tokenizer

@@ -22,7 +22,8 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evoprune.harness.models import IMAGE_TOKEN, resolve_dtype, vision_config_fields  # noqa: E402
+from evoprune.harness.models import resolve_dtype, vision_config_fields  # noqa: E402
+from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN  # noqa: E402
 from evoprune.harness.video_weights import is_original_layout, load_llava_video  # noqa: E402
 
 

@@ -21,13 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evoprune.harness.real_data import (  # noqa: E402
-    DataUnavailableError,
-    TaskData,
-    check_local_data,
-    task_data,
-    unpack_archives,
-)
+from evoprune.harness.errors import DataUnavailableError  # noqa: E402
+from evoprune.harness.real_data import TaskData, check_local_data, task_data, unpack_archives  # noqa: E402
 
 BENCHMARKS = {"image": ["image"], "video": ["video"], "all": ["image", "video"]}
 

@@ -41,15 +41,13 @@ from bench_pruners import clip_l_text_and_projections  # noqa: E402
 from baselines.pruners import build_tiny_clip  # noqa: E402
 from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip  # noqa: E402
 from evoprune.harness.models import (  # noqa: E402
-    IMAGE_TOKEN,
-    QWEN_CHAT_TOKENS,
     LoadedModel,
-    build_byte_tokenizer,
     clip_image_processor,
     llava_config,
     loaded_model,
     siglip_image_processor,
 )
+from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer  # noqa: E402
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 QWEN2_7B = dict(

@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pandas as pd  # noqa: E402
 
+from evoprune.harness.errors import ConfigError  # noqa: E402
 from evoprune.harness.outputs import write_figure, write_text  # noqa: E402
 from evoprune.harness.resume import RUN_RECORD  # noqa: E402
 from evoprune.harness.runner import run_dir  # noqa: E402
-from evoprune.harness.settings import ConfigError  # noqa: E402
 from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
 from evoprune.harness.tables import MISSING  # noqa: E402
 from evoprune.schedules import merge_schedule  # noqa: E402

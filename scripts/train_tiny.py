@@ -62,15 +62,10 @@ sys.path.insert(0, str(ROOT))
 from evoprune.harness.generated_data import COLORS, SHAPES  # noqa: E402
 from evoprune.harness.layout import pool_grid, visual_sequence  # noqa: E402
 from evoprune.harness.models import (  # noqa: E402
-    BYTE_SPECIALS,
-    IMAGE_TOKEN,
-    QWEN_CHAT_TOKENS,
     build_tiny_llava,
     build_tiny_llava_video,
-    byte_level_tokenizer,
     clip_image_processor,
     loaded_model,
-    qwen_chat_tokenizer,
     siglip_image_processor,
 )
 from evoprune.harness.outputs import write_bytes  # noqa: E402
@@ -97,6 +92,13 @@ from evoprune.harness.smoke_video import (  # noqa: E402
     shape_boxes,
     training_clips,
     write_mp4,
+)
+from evoprune.harness.tiny_tokenizers import (  # noqa: E402
+    BYTE_SPECIALS,
+    IMAGE_TOKEN,
+    QWEN_CHAT_TOKENS,
+    byte_level_tokenizer,
+    qwen_chat_tokenizer,
 )
 from evoprune.harness.trained_checkpoint import checkpoint_metadata, trained_parameters  # noqa: E402
 from evoprune.harness.video import frame_times, read_video, sample_frame_indices, time_instruction  # noqa: E402

@@ -504,7 +504,7 @@ def test_bad_option_in_the_config_fails_before_loading(no_heavy_work):
     from conftest import compose_config
 
     from evoprune.harness import runner
-    from evoprune.harness.settings import ConfigError
+    from evoprune.harness.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"pivot_order='set' is not one of: 'official', 'l1'"):
         runner.evaluate(compose_config("pruner=dart", "budget=64", "pruner.pivot_order=set"))

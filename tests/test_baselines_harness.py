@@ -10,8 +10,8 @@ from baselines.dart_prefill import dart_prefill
 from baselines.pruners import CDPrunerPruner, build_tiny_clip
 from baselines.signals import clip_text_embeds
 from evoprune.harness import runner
-from evoprune.harness.models import build_byte_tokenizer
-from evoprune.harness.settings import ConfigError
+from evoprune.harness.errors import ConfigError
+from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
 
 BASELINES = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner"]
 NOT_IN_PAPER = ["tome", "visionzip", "pooling", "random"]

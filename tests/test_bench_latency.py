@@ -273,7 +273,7 @@ def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
     """--runtime eager compiled: every run's graphs side by side, the LLM's final length from the counts (no
     layer hooks), each method's runtimes in adjacent rows with speedups against the same runtime's native,
     the side-by-side table and a figure panel per runtime; a scaled measurement is refused before any work."""
-    args = ["--model", "llava15", "--shapes", "tiny", "--device", "cpu", "--methods", "evoprune", "dart"]
+    args = ["--model", "llava15", "--shapes", "tiny", "--device", "cpu", "--methods", "dart"]
     args += ["--budgets", "64", "--repeats", "1", "--out", str(tmp_path), "--runtime", "compiled", "eager"]
     with pytest.raises(SystemExit):
         bench_latency.main([*args, "--llm-layers", "1"])  # compiled scales nothing
@@ -281,8 +281,6 @@ def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
     assert [(row["method"], row["runtime"], row["llm_tokens"]) for row in rows] == [
         ("none", "eager", 632),  # 56 text tokens + 576
         ("none", "compiled", 632),
-        ("evoprune", "eager", 120),
-        ("evoprune", "compiled", 120),
         ("dart", "eager", 120),  # pruned inside the LLM: its kept sequence
         ("dart", "compiled", 120),
     ]
@@ -293,8 +291,8 @@ def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
     assert "runtime eager and compiled" in md.splitlines()[0]
     side = md.split("## Runtimes side by side (ms)")[1].splitlines()
     assert side[2].startswith("| method | frames | budget | encoder eager | encoder compiled | TTFT eager |")
-    evoprune_row = next(line for line in side if line.startswith("| EvoPrune |")).split(" | ")
-    ttft_eager, ttft_compiled = (float(evoprune_row[i]) for i in (5, 6))
+    dart_row = next(line for line in side if line.startswith("| DART |")).split(" | ")
+    ttft_eager, ttft_compiled = (float(dart_row[i]) for i in (5, 6))
     assert ttft_eager == pytest.approx(rows[2]["ttft_ms"], abs=0.05)
     assert ttft_compiled == pytest.approx(rows[3]["ttft_ms"], abs=0.05)
     assert (tmp_path / "bench_latency_cpu_tiny.tex").read_text().count(r"\begin{tabular}") == 2

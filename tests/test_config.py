@@ -5,7 +5,8 @@ from conftest import REPO_ROOT, compose_config, run_py
 from hydra import compose, initialize_config_dir
 
 from evoprune.harness import runner
-from evoprune.harness.settings import ConfigError, check_budget, check_config
+from evoprune.harness.errors import ConfigError
+from evoprune.harness.settings import check_budget, check_config
 
 
 def test_default_composition():

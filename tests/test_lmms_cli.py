@@ -9,9 +9,9 @@ import pytest
 from conftest import REPO_ROOT, compose_config
 from lmms_eval.api.instance import Instance
 
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.lmms_cli import EvoPruneLMM, compose_run_config, hydra_overrides
 from evoprune.harness.lmms_model import ERROR_ANSWER
-from evoprune.harness.settings import ConfigError
 from evoprune.harness.smoke_data import ensure_smoke_data
 
 LMMS_EVAL = Path(sys.executable).parent / "lmms-eval"

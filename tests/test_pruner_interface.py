@@ -15,9 +15,9 @@ import torch
 from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.overrides import check_group_choices
 from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner, check_selection, pruner_class
-from evoprune.harness.settings import ConfigError
 
 PRUNER_MODULE = '''
 import torch

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
 from evoprune.harness import resume
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.outputs import write_json, write_jsonl, write_text
 from evoprune.harness.resume import (
     Journal,
@@ -22,7 +23,6 @@ from evoprune.harness.resume import (
     plan_run,
 )
 from evoprune.harness.runner import run_dir
-from evoprune.harness.settings import ConfigError
 
 
 def _record(doc_id, answer="a", error=None, task="smoke_vqa"):

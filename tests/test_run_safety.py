@@ -11,10 +11,11 @@ import pytest
 from conftest import REPO_ROOT, compose_config, run_py
 
 from evoprune.harness import machine_load
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.overrides import check_command_line
 from evoprune.harness.run_lock import RunFolderBusy, lock_path, run_folder_lock
 from evoprune.harness.runner import run_dir
-from evoprune.harness.settings import ConfigError, check_config
+from evoprune.harness.settings import check_config
 
 # --- a limit a task cannot score is refused before any work ---------------------------------------------
 

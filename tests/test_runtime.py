@@ -10,11 +10,12 @@ from conftest import compose_config
 from PIL import Image
 
 from evoprune.harness import runner
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.pipeline import generate
 from evoprune.harness.pruning import Pruner, build_pruner
 from evoprune.harness.runner import load_pruned_model, run_dir
 from evoprune.harness.runtime import WARMUP_NEW_TOKENS, Runtime, build_runtime, decode_step, tower_hidden_states
-from evoprune.harness.settings import ConfigError, check_config
+from evoprune.harness.settings import check_config
 from evoprune.harness.smoke_video import ensure_smoke_video_data
 
 IMAGE = Image.new("RGB", (64, 48), (200, 40, 90))

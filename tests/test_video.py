@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import compose_config, run_py
 
 from evoprune.harness import runner
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.generated_data import read_manifest
 from evoprune.harness.layout import pool_grid, visual_sequence
 from evoprune.harness.models import load_model
@@ -22,7 +23,6 @@ from evoprune.harness.pipeline import (
     prepare_inputs,
 )
 from evoprune.harness.pruning import Pruner, build_pruner
-from evoprune.harness.settings import ConfigError
 from evoprune.harness.smoke_video import ensure_smoke_video_data
 from evoprune.harness.video import VideoReadError, read_video, sample_frame_indices, time_instruction
 
@@ -303,7 +303,7 @@ def test_bad_video_configs_fail_before_loading(overrides, message, no_heavy_work
 
 
 def test_missing_llava_video_weights_fail_at_once_naming_the_id_and_the_override(tmp_path, monkeypatch):
-    from evoprune.harness.models import ModelUnavailableError
+    from evoprune.harness.errors import ModelUnavailableError
 
     monkeypatch.setattr(runner, "load_tasks", lambda *args: pytest.fail("tasks loaded before the weights check"))
     cfg = compose_config("model=llava_video_7b", "benchmark=smoke_video", f"output_dir={tmp_path}")

@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from lmms_eval import utils as lmms_eval_utils
 
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.lmms_entry import MODEL_ID
 from evoprune.harness.lmms_model import ERROR_ANSWER, PrunedLlava
 from evoprune.harness.models import locate_weights
@@ -33,7 +34,7 @@ from evoprune.harness.outputs import write_jsonl
 from evoprune.harness.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.runner import REPO_ROOT, load_pruned_model
 from evoprune.harness.runtime import build_runtime
-from evoprune.harness.settings import ConfigError, check_config
+from evoprune.harness.settings import check_config
 
 CONFIG_DIR = REPO_ROOT / "configs"
 MAX_LISTED_ERRORS = 20

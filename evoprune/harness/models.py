@@ -47,7 +47,9 @@ from transformers import (
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-IMAGE_TOKEN = "<image>"
+from evoprune.harness.errors import ModelUnavailableError
+from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN, build_byte_tokenizer, qwen_chat_tokenizer
+
 # CLIP's normalisation constants, as in openai/clip-vit-large-patch14-336's preprocessor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -55,10 +57,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ARCHITECTURES = {"llava": LlavaForConditionalGeneration, "llava_onevision": LlavaOnevisionForConditionalGeneration}
 MEDIA = ("image", "video")
-
-
-class ModelUnavailableError(RuntimeError):
-    """The configured real model cannot be loaded (no local copy, no Hub access, bad path)."""
 
 
 @dataclass(frozen=True)
@@ -134,40 +132,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in _DTYPES:
         raise ValueError(f"dtype={name!r} is not one of: auto, {', '.join(_DTYPES)}")
     return _DTYPES[name]
-
-
-BYTE_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
-
-
-def build_byte_tokenizer(bos: bool = True, extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 byte tokens + specials) built without any download.
-
-    ``bos``: prepend ``<s>`` to every encoding (Llama does; Qwen2 does not). ``extra_specials``:
-    more special tokens (e.g. Qwen's chat markers), each one id.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {tok: i for i, tok in enumerate(BYTE_SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    return byte_level_tokenizer(backend, bos, extra_specials)
-
-
-def byte_level_tokenizer(backend, bos: bool = True, extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    """``backend`` (a `tokenizers.Tokenizer` whose vocabulary starts with ``BYTE_SPECIALS``) as the tiny
-    models' tokenizer: byte-level decoding, ``<s>`` first when ``bos``, ``<image>`` and ``extra_specials``."""
-    from tokenizers import decoders, processors
-
-    backend.decoder = decoders.ByteLevel()
-    if bos:
-        backend.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
-        )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, *extra_specials]})
-    return tokenizer
 
 
 def llava_config(vision_config, text_config, tokenizer, feature_layer: int) -> LlavaConfig:
@@ -276,21 +240,6 @@ def build_tiny_llava(
         _use_sincos(model.model.vision_tower, vision_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
-
-
-def qwen_chat_tokenizer(backend=None) -> PreTrainedTokenizerFast:
-    """The tiny LLaVA-Video's tokenizer: ``backend`` (a `tokenizers.Tokenizer` whose vocabulary starts with
-    ``BYTE_SPECIALS``; default the byte-level one) with Qwen's chat markers and no BOS (as Qwen2);
-    ``<|im_end|>`` is EOS."""
-    if backend is None:
-        tokenizer = build_byte_tokenizer(bos=False, extra_specials=QWEN_CHAT_TOKENS)
-    else:
-        tokenizer = byte_level_tokenizer(backend, bos=False, extra_specials=QWEN_CHAT_TOKENS)
-    tokenizer.eos_token = "<|im_end|>"
-    return tokenizer
 
 
 def build_tiny_llava_video(

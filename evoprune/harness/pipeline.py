@@ -27,10 +27,11 @@ from PIL import Image
 
 from evoprune.device_checks import deferred_checks
 from evoprune.harness.layout import pool_grid, visual_sequence
-from evoprune.harness.models import IMAGE_TOKEN, LoadedModel
+from evoprune.harness.models import LoadedModel
 from evoprune.harness.pruning import Pruner, VisualTokens, check_reduction, check_selection
 from evoprune.harness.runtime import EAGER, Runtime, graphs_compiled
 from evoprune.harness.timing import StageTimer
+from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN
 from evoprune.harness.video import read_video, time_instruction
 
 

@@ -42,8 +42,8 @@ import torch
 from omegaconf import OmegaConf
 
 from evoprune.device_checks import require
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.layout import pool_grid
-from evoprune.harness.settings import ConfigError
 
 
 @dataclass

@@ -22,11 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evoprune.harness.errors import DataUnavailableError
+
 SAMPLED_VIDEOS = 5  # videos a check looks for per task (the first rows')
-
-
-class DataUnavailableError(RuntimeError):
-    """A benchmark's datasets cannot be loaded (not in the local copy, or no Hub access and not cached)."""
 
 
 @dataclass(frozen=True)

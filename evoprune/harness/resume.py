@@ -29,9 +29,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from evoprune.harness.errors import ConfigError
 from evoprune.harness.judge import judge_in_effect
 from evoprune.harness.outputs import write_json, write_jsonl
-from evoprune.harness.settings import ConfigError
 
 RUN_RECORD = "run.json"
 PARTIAL = "partial"

@@ -25,18 +25,19 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from evoprune.harness.errors import ConfigError, DataUnavailableError
 from evoprune.harness.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.lmms_model import PrunedLlava
 from evoprune.harness.machine_load import load_warning, machine_load, snapshot
 from evoprune.harness.models import LoadedModel, load_model, locate_weights, resolve_dtype
 from evoprune.harness.outputs import staged_directory, write_json, write_jsonl, write_text
 from evoprune.harness.pruning import Pruner, build_pruner, locate_pruner_weights
-from evoprune.harness.real_data import DataUnavailableError, check_local_data, local_task_configs, task_data
+from evoprune.harness.real_data import check_local_data, local_task_configs, task_data
 from evoprune.harness.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.run_lock import check_not_held, run_folder_lock
 from evoprune.harness.runtime import build_runtime
-from evoprune.harness.settings import ConfigError, check_config, check_device
+from evoprune.harness.settings import check_config, check_device
 from evoprune.harness.video_metrics import derived_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

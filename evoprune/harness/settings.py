@@ -14,9 +14,7 @@ from enum import Enum
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and what it accepts."""
+from evoprune.harness.errors import ConfigError
 
 
 class DType(Enum):

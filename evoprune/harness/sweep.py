@@ -20,7 +20,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from evoprune.harness.settings import ConfigError
+from evoprune.harness.errors import ConfigError
 
 
 def cells_override(*cell_lists) -> str:
@@ -140,8 +140,7 @@ class Preflight(Callback):
     """Hydra callback: `preflight` of every job before a multirun launches any of them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from evoprune.harness.models import ModelUnavailableError
-        from evoprune.harness.runner import DataUnavailableError
+        from evoprune.harness.errors import DataUnavailableError, ModelUnavailableError
 
         try:
             configs = job_configs(config)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from evoprune.harness.models import ModelUnavailableError
+from evoprune.harness.errors import ModelUnavailableError
 from evoprune.harness.resume import code_version
 
 FORMAT = 1
@@ -74,12 +74,12 @@ class StoredCheckpoint:
 
     def tokenizer(self, qwen_chat: bool = False):
         """The tokenizer trained with the weights (``metadata["tokenizer"]``), or None for the byte-level one;
-        ``qwen_chat``: as `models.qwen_chat_tokenizer` makes it (LLaVA-Video)."""
+        ``qwen_chat``: as `tiny_tokenizers.qwen_chat_tokenizer` makes it (LLaVA-Video)."""
         if "tokenizer" not in self.metadata:
             return None
         from tokenizers import Tokenizer
 
-        from evoprune.harness.models import byte_level_tokenizer, qwen_chat_tokenizer
+        from evoprune.harness.tiny_tokenizers import byte_level_tokenizer, qwen_chat_tokenizer
 
         backend = Tokenizer.from_str(self.metadata["tokenizer"])
         return qwen_chat_tokenizer(backend) if qwen_chat else byte_level_tokenizer(backend)
