@@ -90,4 +90,4 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check evoprune baselines tests scripts run.py
 
 clean:
-	rm -rf $(VENV) .venv-latest mutants results/runs evoprune/harness/tasks/smoke/data evoprune/harness/tasks/smoke_video/data
+	rm -rf $(VENV) .venv-latest mutants results/runs evoprune/harness/data/tasks/smoke/data evoprune/harness/data/tasks/smoke_video/data

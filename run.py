@@ -13,8 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from evoprune.harness import sweep  # noqa: F401 - registers the config resolver experiments use
-from evoprune.harness.overrides import check_command_line
+from evoprune.harness.common.overrides import check_command_line
+from evoprune.harness.evaluation import sweep  # noqa: F401 - registers the config resolver experiments use
 
 exit_status = 0
 
@@ -22,10 +22,10 @@ exit_status = 0
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     global exit_status
-    from evoprune.harness.errors import ConfigError, DataUnavailableError, ModelUnavailableError
-    from evoprune.harness.run_lock import RunFolderBusy
-    from evoprune.harness.runner import RunStopped, evaluate
-    from evoprune.harness.sweep import apply_cell
+    from evoprune.harness.common.errors import ConfigError, DataUnavailableError, ModelUnavailableError
+    from evoprune.harness.common.run_lock import RunFolderBusy
+    from evoprune.harness.evaluation.runner import RunStopped, evaluate
+    from evoprune.harness.evaluation.sweep import apply_cell
 
     try:
         code = evaluate(apply_cell(cfg))

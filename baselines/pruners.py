@@ -56,7 +56,7 @@ from baselines.signals import (
 )
 from baselines.visionzip import contextual_count, visionzip_tokens
 from baselines.vispruner import vispruner_select
-from evoprune.harness.pruning import Pruner, VisualTokens
+from evoprune.harness.inference.pruning import Pruner, VisualTokens
 
 
 def tower_attention_scores(tokens: VisualTokens) -> torch.Tensor:
@@ -244,7 +244,7 @@ class CDPrunerPruner(Pruner):
     @staticmethod
     def _image_text_model(cfg, build_tiny, load, vision_hidden: int):
         if cfg["kind"] == "tiny":
-            from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
+            from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer
 
             tokenizer = build_byte_tokenizer()
             return build_tiny(vision_hidden, tokenizer, seed=cfg.get("seed", 0)), tokenizer
@@ -281,7 +281,7 @@ class CDPrunerPruner(Pruner):
 
 
 def _load_clip(clip_cfg):
-    from evoprune.harness.models import load_pruner_weights
+    from evoprune.harness.models.loading import load_pruner_weights
 
     return load_pruner_weights(clip_cfg, "clip", "CLIP", CLIPModel)
 

@@ -143,6 +143,6 @@ def build_tiny_siglip(vision_hidden: int, tokenizer, seed: int) -> SiglipModel:
 def load_siglip(cfg: dict) -> tuple[SiglipModel, object]:
     """The SigLIP model (float32) and tokenizer at ``cfg['path']`` (a directory or a cached Hub id);
     raises ModelUnavailableError at once when it is not on disk and ``cfg['download']`` is not set."""
-    from evoprune.harness.models import load_pruner_weights
+    from evoprune.harness.models.loading import load_pruner_weights
 
     return load_pruner_weights(cfg, "siglip", "SigLIP", SiglipModel)

@@ -22,7 +22,7 @@ Deviations from the official code, all for LLaVA, none in the matching itself:
 
 from __future__ import annotations
 
-from evoprune.harness.evoprune_pruner import EvoPrunePruner
+from evoprune.harness.inference.evoprune_pruner import EvoPrunePruner
 
 
 class ToMePruner(EvoPrunePruner):

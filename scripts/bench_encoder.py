@@ -55,7 +55,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import evoprune  # noqa: E402
-from evoprune.harness.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
 from evoprune.schedules import token_counts  # noqa: E402
 
 CLIP_L_336 = dict(

@@ -39,7 +39,7 @@ FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd^2 + 4n
 pooling), LLM per layer 2S(2d^2 + 2d d_kv + 3d ff) + 4S^2 d over the S positions it runs (DART: K layers
 at the full S). Selection and merging work are not counted.
 
-``--runtime`` (`evoprune.harness.runtime`; default ``eager compiled`` on CUDA, ``eager`` on CPU): with
+``--runtime`` (`evoprune.harness.inference.runtime`; default ``eager compiled`` on CUDA, ``eager`` on CPU): with
 ``compiled`` the tower, the prefill and the decode step run through torch.compile, every run's graphs kept
 side by side so the rounds still interleave, compiled in the warm-up rounds; it times the whole model (no
 per-layer hooks in the graphs), so nothing may be scaled: the CUDA defaults, or ``--llm-layers`` all and
@@ -91,16 +91,16 @@ from bench_encoder import RESULTS, encoder_flops  # noqa: E402
 from latency_models import MODELS, ModelSpec, build_model, cdpruner_text_model, sample_visual  # noqa: E402
 
 import evoprune  # noqa: E402
-from evoprune.harness.evoprune_pruner import EvoPrunePruner  # noqa: E402
-from evoprune.harness.models import LoadedModel  # noqa: E402
-from evoprune.harness.outputs import write_figure, write_json, write_text  # noqa: E402
-from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
-from evoprune.harness.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
-from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
-from evoprune.harness.resume import code_version  # noqa: E402
-from evoprune.harness.runtime import EAGER, RUNTIMES, Runtime, build_runtime, configured_compile  # noqa: E402
-from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
-from evoprune.harness.timing import STAGES, StageTimer  # noqa: E402
+from evoprune.harness.common.outputs import write_figure, write_json, write_text  # noqa: E402
+from evoprune.harness.common.source import code_version  # noqa: E402
+from evoprune.harness.common.text_tables import latex_table, markdown_table  # noqa: E402
+from evoprune.harness.common.timing import STAGES, StageTimer  # noqa: E402
+from evoprune.harness.inference.evoprune_pruner import EvoPrunePruner  # noqa: E402
+from evoprune.harness.inference.pipeline import generate, lay_out, prefill, prepare_inputs  # noqa: E402
+from evoprune.harness.inference.pruning import Pruner, VisualTokens, build_pruner  # noqa: E402
+from evoprune.harness.inference.runtime import EAGER, RUNTIMES, Runtime, build_runtime, configured_compile  # noqa: E402
+from evoprune.harness.models.loading import LoadedModel  # noqa: E402
+from evoprune.harness.results.paper import METHOD_LABELS as LABELS  # noqa: E402
 
 METHODS = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner", "evoprune")
 EXTRA_METHODS = ("tome", "visionzip", "pooling", "random")  # not in the paper
@@ -895,8 +895,8 @@ def parse_args(argv: list[str] | None):
         choices=RUNTIMES,
         nargs="+",
         default=None,
-        help="evoprune.harness.runtime's, side by side when several (default: eager compiled on cuda, eager on "
-        "cpu); compiled times the whole model (nothing scaled), alone into files ending in _compiled",
+        help="evoprune.harness.inference.runtime's, side by side when several (default: eager compiled on cuda, "
+        "eager on cpu); compiled times the whole model (nothing scaled), alone into files ending in _compiled",
     )
     parser.add_argument("--figure-budget", type=int, default=None, help="video figure's budget (default: the largest)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for csv/md/tex (figure in <out>/figures)")
@@ -1047,7 +1047,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         backend = next(run.runtime.backend for run in runs if run.runtime_name == "compiled")
         notes.append(
             f"Runtime compiled: torch.compile ({backend}) of the tower, the prefill and the decode step "
-            "(evoprune/harness/runtime.py), every run's graphs kept side by side; compiled in the warm-up rounds."
+            "(evoprune/harness/inference/runtime.py), every run's graphs kept side by side; compiled in the warm-up "
+            "rounds."
             + (
                 " Eager and compiled runs interleave in every round; speedups compare runs of one runtime."
                 if len(args.runtime) > 1

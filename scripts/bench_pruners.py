@@ -49,8 +49,8 @@ from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention
 from baselines.tome import ToMePruner  # noqa: E402
 from baselines.visionzip import contextual_count, visionzip_tokens  # noqa: E402
 from baselines.vispruner import vispruner_select  # noqa: E402
-from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.tiny_tokenizers import build_byte_tokenizer  # noqa: E402
+from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer  # noqa: E402
 
 LLM_WIDTH = 4096
 TARGETS = {

@@ -1,7 +1,7 @@
 """Write an HF-format copy of an original LLaVA-Video checkpoint (``lmms-lab/LLaVA-Video-7B-Qwen2``).
 
 Reads ORIGINAL_DIR (LLaVA-NeXT's ``LlavaQwenForCausalLM`` layout, safetensors shards, tokenizer files)
-with `evoprune.harness.video_weights.load_llava_video`, the SigLIP tower's shape taken from the
+with `evoprune.harness.models.video_weights.load_llava_video`, the SigLIP tower's shape taken from the
 ``vision`` mapping of a model config YAML. The tokenizer gets the harness's ``<image>`` special token,
 whose id becomes the config's ``image_token_index``; model and tokenizer are saved with
 ``save_pretrained`` into OUT_DIR, which `load_llava_video` (and so the harness) reads back. Needs the
@@ -22,9 +22,9 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evoprune.harness.models import resolve_dtype, vision_config_fields  # noqa: E402
-from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN  # noqa: E402
-from evoprune.harness.video_weights import is_original_layout, load_llava_video  # noqa: E402
+from evoprune.harness.models.loading import resolve_dtype, vision_config_fields  # noqa: E402
+from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN  # noqa: E402
+from evoprune.harness.models.video_weights import is_original_layout, load_llava_video  # noqa: E402
 
 
 def convert(original_dir: Path, out_dir: Path, vision: dict, dtype: torch.dtype) -> int:

@@ -3,7 +3,7 @@
 At batch 1 on a GPU a forward's time follows its number of dispatched ops (about one kernel launch
 each) more than its FLOPs, and a host sync stalls the launch queue. EvoPrune's attention is counted as a
 GPU runs it (`evoprune.attention.fused_on_cpu`; a CPU's default is the explicit formula). This counts both with
-`evoprune.harness.op_count` on random-weight towers (`bench_encoder.TOWERS`: CLIP-L/336 on one image,
+`evoprune.harness.common.op_count` on random-weight towers (`bench_encoder.TOWERS`: CLIP-L/336 on one image,
 SigLIP-so400m on ``--frames`` frames), for Native and each budget, and writes
 results/op_counts_<shapes>.{json,md}. Counting does not depend on the weights or the machine.
 
@@ -25,9 +25,9 @@ from bench_encoder import RESULTS, TOWERS  # noqa: E402
 
 import evoprune  # noqa: E402
 from evoprune.attention import fused_on_cpu  # noqa: E402
-from evoprune.harness.op_count import count_ops  # noqa: E402
-from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.text_tables import markdown_table  # noqa: E402
+from evoprune.harness.common.op_count import count_ops  # noqa: E402
+from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 
 TARGET = 2.5  # issue 25: the eager patched tower dispatches at most this many times Native's ops
 
@@ -85,7 +85,8 @@ def render(rows: list[dict], shapes: str, schedule: str) -> str:
         f"# Dispatched ops per vision-tower forward ({shapes} shapes, random weights, float32, schedule={schedule})",
         "",
         "Ops that run a kernel (views and allocations left out): about the kernel launches of an eager forward on",
-        "a GPU at batch 1. Host syncs: ops whose result the host would have to wait for (`evoprune.harness.op_count`).",
+        "a GPU at batch 1. Host syncs: ops whose result the host would have to wait for",
+        "(`evoprune.harness.common.op_count`).",
         "",
         markdown_table(table, left=1),
         "",

@@ -7,7 +7,7 @@
 
 The repositories are the ones the installed lmms-eval's task YAMLs name (``dataset_path``, and MVBench's
 ``revision``), so the copy matches what lmms-eval evaluates. ``--root`` defaults to config.yaml's
-``data.root``; run the harness with ``data.root=DIR`` (evoprune/harness/real_data.py says how each task
+``data.root``; run the harness with ``data.root=DIR`` (evoprune/harness/data/real_data.py says how each task
 reads it). ``--check`` loads nothing heavy: each task's split files, its unpacked videos and the first rows'
 videos; exit 2 names the first thing missing. ``--sizes`` asks the Hub for each repository's file sizes.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evoprune.harness.errors import DataUnavailableError  # noqa: E402
-from evoprune.harness.real_data import TaskData, check_local_data, task_data, unpack_archives  # noqa: E402
+from evoprune.harness.common.errors import DataUnavailableError  # noqa: E402
+from evoprune.harness.data.real_data import TaskData, check_local_data, task_data, unpack_archives  # noqa: E402
 
 BENCHMARKS = {"image": ["image"], "video": ["video"], "all": ["image", "video"]}
 
@@ -31,8 +31,8 @@ def found_tasks(benchmark: str, root: str | None) -> tuple[Path, list[TaskData]]
     """The local copy's root and every leaf task of the benchmark suites with its files there."""
     from hydra import compose, initialize_config_dir
 
-    from evoprune.harness.judge import JudgeConfig, plan_tasks
-    from evoprune.harness.runner import benchmark_task_manager, data_root, quiet_lmms_eval
+    from evoprune.harness.evaluation.runner import benchmark_task_manager, data_root, quiet_lmms_eval
+    from evoprune.harness.results.judge import JudgeConfig, plan_tasks
 
     overrides = [] if root is None else [f"data.root={Path(root).resolve()}"]
     found, where = [], None

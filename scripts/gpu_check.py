@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_encoder  # noqa: E402
 
 from evoprune import attention  # noqa: E402
-from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.text_tables import markdown_table  # noqa: E402
+from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.merge import protection_levels  # noqa: E402
 
 SHAPES = {  # (label, heads, tokens, head dim)

@@ -40,14 +40,14 @@ from bench_pruners import clip_l_text_and_projections  # noqa: E402
 
 from baselines.pruners import build_tiny_clip  # noqa: E402
 from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip  # noqa: E402
-from evoprune.harness.models import (  # noqa: E402
+from evoprune.harness.models.loading import (  # noqa: E402
     LoadedModel,
     clip_image_processor,
     llava_config,
     loaded_model,
     siglip_image_processor,
 )
-from evoprune.harness.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer  # noqa: E402
+from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer  # noqa: E402
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 QWEN2_7B = dict(
@@ -230,7 +230,7 @@ def sample_visual(spec: ModelSpec, folder: Path):
     rng = np.random.default_rng(0)
     if not spec.is_video:
         return Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
-    from evoprune.harness.smoke_video import write_mp4  # PyAV: only where a clip is written
+    from evoprune.harness.data.smoke_video import write_mp4  # PyAV: only where a clip is written
 
     blocks = rng.integers(0, 256, (96, 23, 40, 3), dtype=np.uint8)  # 16x16-pixel blocks: decodes like real video
     frames = blocks.repeat(16, axis=1).repeat(16, axis=2)[:, :360]

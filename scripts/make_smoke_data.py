@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from evoprune.harness.smoke_data import ensure_smoke_data, sample_counts
+from evoprune.harness.data.smoke_data import ensure_smoke_data, sample_counts
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -116,7 +116,7 @@ def main() -> int:
         return 1
     text = report(statuses)
     sys.path.insert(0, str(REPO_ROOT))
-    from evoprune.harness.outputs import write_text
+    from evoprune.harness.common.outputs import write_text
 
     write_text(args.report, text)
     print(text.split("\n## ")[0])

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_encoder import RESULTS, TOWERS, encoder_flops  # noqa: E402
 
 import evoprune  # noqa: E402
-from evoprune.harness.outputs import write_text  # noqa: E402
-from evoprune.harness.text_tables import markdown_table  # noqa: E402
+from evoprune.harness.common.outputs import write_text  # noqa: E402
+from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.schedules import token_counts  # noqa: E402
 
 LINEAR_OPS = ("aten::addmm", "aten::mm", "aten::_addmm_activation")

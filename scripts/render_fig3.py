@@ -42,15 +42,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pandas as pd  # noqa: E402
 
-from evoprune.harness.errors import ConfigError  # noqa: E402
-from evoprune.harness.outputs import write_figure, write_text  # noqa: E402
-from evoprune.harness.paper import METHOD_LABELS as LABELS  # noqa: E402
-from evoprune.harness.resume import RUN_RECORD  # noqa: E402
-from evoprune.harness.runner import run_dir  # noqa: E402
-from evoprune.harness.runtime import RUNTIMES  # noqa: E402
-from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
-from evoprune.harness.tables import MISSING  # noqa: E402
-from evoprune.harness.text_tables import latex_table, markdown_table  # noqa: E402
+from evoprune.harness.common.errors import ConfigError  # noqa: E402
+from evoprune.harness.common.outputs import write_figure, write_text  # noqa: E402
+from evoprune.harness.common.text_tables import latex_table, markdown_table  # noqa: E402
+from evoprune.harness.evaluation.runner import run_dir  # noqa: E402
+from evoprune.harness.evaluation.sweep import experiment_jobs, renderer_main  # noqa: E402
+from evoprune.harness.inference.runtime import RUNTIMES  # noqa: E402
+from evoprune.harness.results.paper import METHOD_LABELS as LABELS  # noqa: E402
+from evoprune.harness.results.resume import RUN_RECORD  # noqa: E402
+from evoprune.harness.results.tables import MISSING  # noqa: E402
 
 BASELINES = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner")
 # The stages Figure 3 reads (latency.json keys; the benchmark CSV's columns add "_ms").

@@ -24,12 +24,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pandas as pd  # noqa: E402
 
-from evoprune.harness.errors import ConfigError  # noqa: E402
-from evoprune.harness.outputs import write_figure, write_text  # noqa: E402
-from evoprune.harness.resume import RUN_RECORD  # noqa: E402
-from evoprune.harness.runner import run_dir  # noqa: E402
-from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
-from evoprune.harness.tables import MISSING  # noqa: E402
+from evoprune.harness.common.errors import ConfigError  # noqa: E402
+from evoprune.harness.common.outputs import write_figure, write_text  # noqa: E402
+from evoprune.harness.evaluation.runner import run_dir  # noqa: E402
+from evoprune.harness.evaluation.sweep import experiment_jobs, renderer_main  # noqa: E402
+from evoprune.harness.results.resume import RUN_RECORD  # noqa: E402
+from evoprune.harness.results.tables import MISSING  # noqa: E402
 from evoprune.schedules import merge_schedule  # noqa: E402
 
 # Figure 4's panels: benchmark label -> the derived score that fills it.

@@ -16,12 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-from evoprune.harness.outputs import write_text  # noqa: E402
-from evoprune.harness.paper import SPECS  # noqa: E402
-from evoprune.harness.resume import code_version  # noqa: E402
-from evoprune.harness.runner import run_dir  # noqa: E402
-from evoprune.harness.sweep import experiment_jobs, renderer_main  # noqa: E402
-from evoprune.harness.tables import (  # noqa: E402
+from evoprune.harness.common.outputs import write_text  # noqa: E402
+from evoprune.harness.common.source import code_version  # noqa: E402
+from evoprune.harness.evaluation.runner import run_dir  # noqa: E402
+from evoprune.harness.evaluation.sweep import experiment_jobs, renderer_main  # noqa: E402
+from evoprune.harness.results.paper import SPECS  # noqa: E402
+from evoprune.harness.results.tables import (  # noqa: E402
     ID_COLUMNS,
     MISSING,
     NO_SAMPLES,
@@ -47,7 +47,8 @@ def formula_note(table: str) -> str:
     terms = " + ".join(c if s == 1 else f"{c}/{1 / s:g}" if s < 1 else f"{c}×{s:g}" for c, s in spec.scales.items())
     return (
         f"Acc. = ({terms}) / {spec.divisor:g}, the paper's own formula (worked out from its rows; see "
-        "evoprune/harness/paper.py for the cells it does not reproduce exactly); Rel. = 100 × Acc. / Native's Acc. "
+        "evoprune/harness/results/paper.py for the cells it does not reproduce exactly); Rel. = 100 × Acc. / "
+        "Native's Acc. "
         "A column that is — or n/s is left out of both, the divisor shrinking in proportion."
     )
 

@@ -8,8 +8,8 @@ the suite's questions in its formats, prompted exactly as lmms-eval prompts them
 files' post prompts for the model's prompt variant, the tasks' own ``doc_to_text``, the model's template and
 time instruction) with the loss on the answer and EOS only:
 
-- image: the shapes suite (`evoprune.harness.shapes_data`: a seed stream disjoint from the evaluation split);
-- video: clips like the smoke video suite's (`evoprune.harness.smoke_video.training_clips`: a disjoint seed
+- image: the shapes suite (`evoprune.harness.data.shapes_data`: a seed stream disjoint from the evaluation split);
+- video: clips like the smoke video suite's (`evoprune.harness.data.smoke_video.training_clips`: a disjoint seed
   stream), drawn, written to a temporary mp4 and read back as the harness reads the suite's clips; every
   clip asks every question kind in every format.
 
@@ -59,18 +59,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evoprune.harness.generated_data import COLORS, SHAPES  # noqa: E402
-from evoprune.harness.layout import pool_grid, visual_sequence  # noqa: E402
-from evoprune.harness.models import (  # noqa: E402
-    build_tiny_llava,
-    build_tiny_llava_video,
-    clip_image_processor,
-    loaded_model,
-    siglip_image_processor,
-)
-from evoprune.harness.outputs import write_bytes  # noqa: E402
-from evoprune.harness.pipeline import encode_frames  # noqa: E402
-from evoprune.harness.shapes_data import (  # noqa: E402
+from evoprune.harness.common.outputs import write_bytes  # noqa: E402
+from evoprune.harness.data.generated_data import COLORS, SHAPES  # noqa: E402
+from evoprune.harness.data.shapes_data import (  # noqa: E402
     CELL_NAMES,
     COUNTS,
     GRID,
@@ -80,8 +71,8 @@ from evoprune.harness.shapes_data import (  # noqa: E402
     foreground_patches,
     training_docs,
 )
-from evoprune.harness.smoke_data import draw_scene  # noqa: E402
-from evoprune.harness.smoke_video import (  # noqa: E402
+from evoprune.harness.data.smoke_data import draw_scene  # noqa: E402
+from evoprune.harness.data.smoke_video import (  # noqa: E402
     DIRECTIONS,
     KINDS,
     TASK_KINDS,
@@ -93,18 +84,27 @@ from evoprune.harness.smoke_video import (  # noqa: E402
     training_clips,
     write_mp4,
 )
-from evoprune.harness.tiny_tokenizers import (  # noqa: E402
+from evoprune.harness.inference.layout import pool_grid, visual_sequence  # noqa: E402
+from evoprune.harness.inference.pipeline import encode_frames  # noqa: E402
+from evoprune.harness.inference.video import frame_times, read_video, sample_frame_indices, time_instruction  # noqa: E402
+from evoprune.harness.models.loading import (  # noqa: E402
+    build_tiny_llava,
+    build_tiny_llava_video,
+    clip_image_processor,
+    loaded_model,
+    siglip_image_processor,
+)
+from evoprune.harness.models.tiny_tokenizers import (  # noqa: E402
     BYTE_SPECIALS,
     IMAGE_TOKEN,
     QWEN_CHAT_TOKENS,
     byte_level_tokenizer,
     qwen_chat_tokenizer,
 )
-from evoprune.harness.trained_checkpoint import checkpoint_metadata, trained_parameters  # noqa: E402
-from evoprune.harness.video import frame_times, read_video, sample_frame_indices, time_instruction  # noqa: E402
+from evoprune.harness.models.trained_checkpoint import checkpoint_metadata, trained_parameters  # noqa: E402
 
-TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke"
-VIDEO_TASK_DIR = ROOT / "evoprune" / "harness" / "tasks" / "smoke_video"
+TASK_DIR = ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke"
+VIDEO_TASK_DIR = ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke_video"
 DESCRIBE_PROMPT = "Describe the image."
 TOKENIZER_SCENES = 300  # training scenes whose prompts the tokenizer is learned on
 

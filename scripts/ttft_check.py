@@ -3,7 +3,7 @@
 LLaVA-1.5-7B on one image (Native, FasterVLM and EvoPrune at 64 tokens) and LLaVA-Video-7B-Qwen2 on 64
 frames (Native, EvoPrune, FasterVLM and DART at 64 tokens per frame), random weights at the real shapes
 (`latency_models`), every sample through the harness's `generate` with one new token, under each runtime
-(`evoprune.harness.runtime`). Eager: one warm-up generation per run, then ``--repeats`` rounds, the runs
+(`evoprune.harness.inference.runtime`). Eager: one warm-up generation per run, then ``--repeats`` rounds, the runs
 interleaved (native, pruned, …, native, …). Compiled: each run on its own (building a runtime resets
 dynamo), its warm-up compiling, then its rounds. Every time is the MEDIAN over the rounds; speedups are
 Native's median ÷ the run's, same runtime. Model TTFT = vision encoder + other + pruning + prefill (no
@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from latency_models import MODELS, build_model, sample_visual  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from evoprune.harness.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.pipeline import generate  # noqa: E402
-from evoprune.harness.pruning import build_pruner  # noqa: E402
-from evoprune.harness.report import GROUPS  # noqa: E402
-from evoprune.harness.runtime import WARMUP_NEW_TOKENS, build_runtime, configured_compile  # noqa: E402
-from evoprune.harness.text_tables import markdown_table  # noqa: E402
+from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
+from evoprune.harness.inference.pipeline import generate  # noqa: E402
+from evoprune.harness.inference.pruning import build_pruner  # noqa: E402
+from evoprune.harness.inference.runtime import WARMUP_NEW_TOKENS, build_runtime, configured_compile  # noqa: E402
+from evoprune.harness.results.report import GROUPS  # noqa: E402
 
 # model → (frames per shapes, runs as (pruner config, budget))
 PLAN = {

@@ -69,7 +69,7 @@ def scripted_lmms(reply):
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Make loading tasks or a model fail the test: for checks that must come first."""
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     def forbidden(*args, **kwargs):
         raise AssertionError("heavy work (tasks or model loading) started before the config was checked")
@@ -81,7 +81,7 @@ def no_heavy_work(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_loaded():
     """The default tiny LLaVA on CPU in float32 (built once per session)."""
-    from evoprune.harness.models import load_model
+    from evoprune.harness.models.loading import load_model
 
     cfg = compose_config()
     return load_model(cfg.model, torch.device("cpu"), torch.float32, seed=cfg.seed)
@@ -120,9 +120,9 @@ def train_tiny_script():
 def answers_and_logits(cfg, samples) -> tuple[list[str], torch.Tensor]:
     """``cfg``'s greedy answers to ``samples`` ((image or video path, prompt, sample id)) and the logits of every
     generated position, concatenated."""
-    from evoprune.harness.pipeline import generate
-    from evoprune.harness.pruning import build_pruner
-    from evoprune.harness.runner import load_pruned_model
+    from evoprune.harness.evaluation.runner import load_pruned_model
+    from evoprune.harness.inference.pipeline import generate
+    from evoprune.harness.inference.pruning import build_pruner
 
     pruner = build_pruner(cfg.pruner, cfg.budget)
     loaded, _, _ = load_pruned_model(cfg, pruner)

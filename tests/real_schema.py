@@ -17,9 +17,9 @@ from pathlib import Path
 
 import datasets
 
-from evoprune.harness.shapes_data import eval_scenes
-from evoprune.harness.smoke_data import draw_scene
-from evoprune.harness.smoke_video import MVBENCH_SUBTASKS, ensure_smoke_video_data
+from evoprune.harness.data.shapes_data import eval_scenes
+from evoprune.harness.data.smoke_data import draw_scene
+from evoprune.harness.data.smoke_video import MVBENCH_SUBTASKS, ensure_smoke_video_data
 
 SCENES = 4  # image rows: MME 2 per scene, VQAv2 1, MMBench 1 + its circular copy, MM-Vet 1 per 2 scenes
 VIDEO_ROWS = 3  # Video-MME rows (short, medium, long) and MVBench's per stood-in subtask

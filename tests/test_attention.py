@@ -8,7 +8,7 @@ from conftest import REPO_ROOT
 
 import evoprune
 from evoprune.attention import attention_with_importance, explicit_attention, fused_on_cpu
-from evoprune.harness.op_count import count_ops
+from evoprune.harness.common.op_count import count_ops
 from evoprune.merge import protection_levels
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))

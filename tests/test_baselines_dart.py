@@ -503,8 +503,8 @@ def test_bad_options_are_rejected_naming_the_accepted_values(option, value, acce
 def test_bad_option_in_the_config_fails_before_loading(no_heavy_work):
     from conftest import compose_config
 
-    from evoprune.harness import runner
-    from evoprune.harness.errors import ConfigError
+    from evoprune.harness.common.errors import ConfigError
+    from evoprune.harness.evaluation import runner
 
     with pytest.raises(ConfigError, match=r"pivot_order='set' is not one of: 'official', 'l1'"):
         runner.evaluate(compose_config("pruner=dart", "budget=64", "pruner.pivot_order=set"))

@@ -9,9 +9,9 @@ from conftest import compose_config
 from baselines.dart_prefill import dart_prefill
 from baselines.pruners import CDPrunerPruner, build_tiny_clip
 from baselines.signals import clip_text_embeds
-from evoprune.harness import runner
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.evaluation import runner
+from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer
 
 BASELINES = ["fastervlm", "vispruner", "dart", "divprune", "cdpruner"]
 NOT_IN_PAPER = ["tome", "visionzip", "pooling", "random"]

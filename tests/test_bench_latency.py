@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_latency  # noqa: E402
 
 from baselines.pooling import nearest_square_side  # noqa: E402
-from evoprune.harness.evoprune_pruner import EvoPrunePruner  # noqa: E402
-from evoprune.harness.pruning import Pruner  # noqa: E402
+from evoprune.harness.inference.evoprune_pruner import EvoPrunePruner  # noqa: E402
+from evoprune.harness.inference.pruning import Pruner  # noqa: E402
 
 ALL_METHODS = (*bench_latency.METHODS, *bench_latency.EXTRA_METHODS)
 # Methods that hand the projector fewer tokens than the tower's grid (so the FLOP model predicts a pre-LLM gain).

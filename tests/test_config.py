@@ -4,9 +4,9 @@ import pytest
 from conftest import REPO_ROOT, compose_config, run_py
 from hydra import compose, initialize_config_dir
 
-from evoprune.harness import runner
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.settings import check_budget, check_config
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.evaluation import runner
+from evoprune.harness.evaluation.settings import check_budget, check_config
 
 
 def test_default_composition():
@@ -197,7 +197,7 @@ ABLATIONS = ["evoprune_no_attn_no_div", "evoprune_no_attn", "evoprune_no_div", "
     ],
 )
 def test_experiment_cells_expand_to_native_plus_the_papers_rows(experiment, runs, model, benchmark):
-    from evoprune.harness.sweep import job_configs
+    from evoprune.harness.evaluation.sweep import job_configs
 
     with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
@@ -211,7 +211,7 @@ def test_submitit_slurm_launcher_composes_one_job_per_run():
     """For cluster users: `python run.py -m +experiment=table1 hydra/launcher=submitit_slurm` (no cluster needed)."""
     from hydra.utils import get_class
 
-    from evoprune.harness.sweep import job_configs
+    from evoprune.harness.evaluation.sweep import job_configs
 
     overrides = ["+experiment=table1", "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=1"]
     with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
@@ -223,7 +223,7 @@ def test_submitit_slurm_launcher_composes_one_job_per_run():
 
 
 def test_cells_refuse_their_own_pruner_and_budget_overrides():
-    from evoprune.harness.sweep import cell_overrides, parse_cell
+    from evoprune.harness.evaluation.sweep import cell_overrides, parse_cell
 
     assert cell_overrides(["limit=2", "+cell=dart-64"], "dart-64") == ["limit=2", "pruner=dart", "budget=64"]
     assert parse_cell("none-all") == ("none", "null")

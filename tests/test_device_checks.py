@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from evoprune.device_checks import deferred_checks, require
-from evoprune.harness.pipeline import generate
-from evoprune.harness.pruning import Pruner
+from evoprune.harness.inference.pipeline import generate
+from evoprune.harness.inference.pruning import Pruner
 
 
 def test_outside_a_deferral_a_failed_check_raises_at_once_with_its_message():

@@ -7,10 +7,10 @@ import pytest
 from conftest import run_py
 from omegaconf import OmegaConf
 
-from evoprune.harness.outputs import write_json
-from evoprune.harness.runner import _native_comparison
-from evoprune.harness.smoke_data import ensure_smoke_data
-from evoprune.harness.timing import STAGES
+from evoprune.harness.common.outputs import write_json
+from evoprune.harness.common.timing import STAGES
+from evoprune.harness.data.smoke_data import ensure_smoke_data
+from evoprune.harness.evaluation.runner import _native_comparison
 
 RUN_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "latency.json", "summary.txt", "run.json"}
 SAMPLE_FIELDS = {

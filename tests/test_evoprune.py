@@ -392,8 +392,8 @@ def test_drop_in_on_an_hf_llava_generate(tiny_loaded):
     """The README's two lines on a whole LLaVA: HF's own generate matches the harness pipeline."""
     from PIL import Image
 
-    from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate
-    from evoprune.harness.pruning import Pruner
+    from evoprune.harness.inference.pipeline import _input_ids_with_visual_run, build_prompt, generate
+    from evoprune.harness.inference.pruning import Pruner
 
     image = Image.new("RGB", (300, 200), (10, 200, 30))
     prompt = build_prompt(tiny_loaded.prompt_template, "What is shown?")

@@ -15,8 +15,8 @@ from baselines.random_selection import random_select, sample_seed
 from baselines.tome import ToMePruner
 from baselines.visionzip import contextual_count, visionzip_tokens
 from evoprune import schedule_of
-from evoprune.harness.pipeline import encode_frames, generate
-from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner, check_reduction
+from evoprune.harness.inference.pipeline import encode_frames, generate
+from evoprune.harness.inference.pruning import Pruner, VisualTokens, build_pruner, check_reduction
 from evoprune.merge import bipartite_match, merge_tokens, pair_scores
 from evoprune.patching import EvoPruneOptions
 from evoprune.schedules import ScheduleError

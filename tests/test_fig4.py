@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import render_fig4  # noqa: E402
 
 import evoprune  # noqa: E402
-from evoprune.harness.outputs import write_json  # noqa: E402
-from evoprune.harness.resume import RUN_RECORD  # noqa: E402
-from evoprune.harness.sweep import job_configs  # noqa: E402
+from evoprune.harness.common.outputs import write_json  # noqa: E402
+from evoprune.harness.evaluation.sweep import job_configs  # noqa: E402
+from evoprune.harness.results.resume import RUN_RECORD  # noqa: E402
 
 
 def _jobs(*overrides):
@@ -28,7 +28,7 @@ def _jobs(*overrides):
 
 
 def test_six_schedules_at_three_budgets_each_get_their_own_run_folder():
-    from evoprune.harness.runner import run_dir
+    from evoprune.harness.evaluation.runner import run_dir
 
     jobs = _jobs()
     cells = {(job.pruner.schedule, job.budget) for job in jobs}
@@ -53,7 +53,7 @@ def test_drawn_merge_counts_are_the_ones_the_patched_tower_uses():
 
 def test_only_complete_runs_are_read_and_missing_ones_show_as_missing(tmp_path):
     jobs = _jobs(f"output_dir={tmp_path}")
-    from evoprune.harness.runner import run_dir
+    from evoprune.harness.evaluation.runner import run_dir
 
     done = run_dir(jobs[0])
     write_json(

@@ -1,13 +1,13 @@
-"""Host syncs per answer, counted on CPU (`evoprune.harness.op_count`): a pruner's own code may not add one."""
+"""Host syncs per answer, counted on CPU (`evoprune.harness.common.op_count`): a pruner's own code may not add one."""
 
 import pytest
 import torch
 from conftest import compose_config
 from PIL import Image
 
-from evoprune.harness.op_count import count_ops
-from evoprune.harness.pipeline import generate
-from evoprune.harness.pruning import build_pruner
+from evoprune.harness.common.op_count import count_ops
+from evoprune.harness.inference.pipeline import generate
+from evoprune.harness.inference.pruning import build_pruner
 
 # Syncs still left in a method's own files: DART's LLM-side selection reads the image's place in the prompt
 # (one read) and its official pivot order's positions (a Python set orders them) on the host.

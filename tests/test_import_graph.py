@@ -1,5 +1,6 @@
 """The packages' import graph (every import, module-level or inside a function): no circle among the
-harness's modules, and the method's modules never import the harness."""
+harness's modules, each part of the harness importing only the parts before it (`evoprune.harness.LAYERS`),
+and the method's modules never importing the harness."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ast
 from pathlib import Path
 
 from conftest import REPO_ROOT
+
+from evoprune.harness import LAYERS
 
 
 def _module_name(path: Path) -> str:
@@ -75,3 +78,25 @@ def test_the_method_never_imports_the_harness():
     assert {name: sorted(t for t in graph[name] if t.startswith("evoprune.harness")) for name in method} == {
         name: [] for name in method
     }
+
+
+def _layer(module: str) -> int | None:
+    """A harness module's place in the order; None outside the harness and for the lmms-eval task hooks
+    (``data/tasks/*/utils.py``: lmms-eval loads them from the task YAMLs, nothing imports them, and they score
+    with ``results``)."""
+    parts = module.split(".")
+    if parts[:2] != ["evoprune", "harness"] or len(parts) < 3 or parts[2:4] == ["data", "tasks"]:
+        return None
+    return LAYERS.index(parts[2])
+
+
+def test_each_part_of_the_harness_imports_only_the_parts_before_it():
+    against = sorted(
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if _layer(name) is not None and _layer(target) is not None and _layer(target) > _layer(name)
+    )
+    assert against == []
+    parts = {path.name for path in (REPO_ROOT / "evoprune/harness").iterdir() if (path / "__init__.py").exists()}
+    assert parts == set(LAYERS)  # every part has its place in the order

@@ -1,4 +1,4 @@
-"""Offline tests of the judge policy (evoprune.harness.judge).
+"""Offline tests of the judge policy (evoprune.harness.results.judge).
 
 The real MMBench / MM-Vet datasets live on the Hub, so the end-to-end test runs lmms-eval's
 own yaml tasks on tiny synthetic JSON splits with a canned-answer model; every path that
@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import scripted_lmms
 
-from evoprune.harness.judge import (
+from evoprune.harness.results.judge import (
     DEFAULT_JUDGE_MODEL,
     NO_JUDGE_MMBENCH,
     NO_JUDGE_MMVET,

@@ -9,13 +9,13 @@ import pytest
 from conftest import REPO_ROOT, compose_config
 from lmms_eval.api.instance import Instance
 
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.lmms_cli import EvoPruneLMM, compose_run_config, hydra_overrides
-from evoprune.harness.lmms_model import ERROR_ANSWER
-from evoprune.harness.smoke_data import ensure_smoke_data
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.data.smoke_data import ensure_smoke_data
+from evoprune.harness.evaluation.lmms_cli import EvoPruneLMM, compose_run_config, hydra_overrides
+from evoprune.harness.evaluation.lmms_model import ERROR_ANSWER
 
 LMMS_EVAL = Path(sys.executable).parent / "lmms-eval"
-SMOKE_TASKS = "evoprune/harness/tasks/smoke"
+SMOKE_TASKS = "evoprune/harness/data/tasks/smoke"
 
 
 def _lmms_eval(model_args: str, out: Path) -> subprocess.CompletedProcess:

@@ -3,8 +3,8 @@
 from lmms_eval.api.instance import Instance
 from PIL import Image
 
-from evoprune.harness.lmms_model import ERROR_ANSWER, PrunedLlava
-from evoprune.harness.pruning import Pruner
+from evoprune.harness.evaluation.lmms_model import ERROR_ANSWER, PrunedLlava
+from evoprune.harness.inference.pruning import Pruner
 
 GEN = {"until": ["ASSISTANT:"], "max_new_tokens": 3, "do_sample": False}
 

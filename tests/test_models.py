@@ -5,11 +5,11 @@ import torch
 from conftest import compose_config
 from PIL import Image
 
-from evoprune.harness.models import build_tiny_llava, resolve_dtype
-from evoprune.harness.pipeline import _input_ids_with_visual_run, build_prompt, generate, truncate_at_stop
-from evoprune.harness.pruning import Pruner, VisualTokens
-from evoprune.harness.timing import STAGES
-from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
+from evoprune.harness.common.timing import STAGES
+from evoprune.harness.inference.pipeline import _input_ids_with_visual_run, build_prompt, generate, truncate_at_stop
+from evoprune.harness.inference.pruning import Pruner, VisualTokens
+from evoprune.harness.models.loading import build_tiny_llava, resolve_dtype
+from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer
 
 
 class KeepFirst(Pruner):

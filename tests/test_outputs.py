@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from evoprune.harness import outputs
-from evoprune.harness.outputs import staged_directory, write_json
-from evoprune.harness.report import latency_summary, relative_latency
+from evoprune.harness.common import outputs
+from evoprune.harness.common.outputs import staged_directory, write_json
+from evoprune.harness.results.report import latency_summary, relative_latency
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""The paper's numbers in results/paper/ against its text, and the Acc./Rel. formulas of evoprune.harness.paper."""
+"""The paper's numbers in results/paper/ against its text, and the Acc./Rel. formulas of
+evoprune.harness.results.paper."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evoprune.harness.paper import (
+from evoprune.harness.results.paper import (
     PAPER_DIR,
     RESIDUAL,
     SPECS,

@@ -15,14 +15,14 @@ import torch
 from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.overrides import check_group_choices
-from evoprune.harness.pruning import Pruner, VisualTokens, build_pruner, check_selection, pruner_class
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.common.overrides import check_group_choices
+from evoprune.harness.inference.pruning import Pruner, VisualTokens, build_pruner, check_selection, pruner_class
 
 PRUNER_MODULE = '''
 import torch
 
-from evoprune.harness.pruning import Pruner
+from evoprune.harness.inference.pruning import Pruner
 
 
 class KeepFirst(Pruner):
@@ -115,7 +115,7 @@ def _cfg(**fields):
     [
         ("nosuch_package.pruners.Mine", "module 'nosuch_package.pruners' does not import"),
         ("baselines.pruners.NoSuchPruner", "module 'baselines.pruners' has no 'NoSuchPruner'"),
-        ("collections.OrderedDict", "is not a subclass of evoprune.harness.pruning.Pruner"),
+        ("collections.OrderedDict", "is not a subclass of evoprune.harness.inference.pruning.Pruner"),
     ],
 )
 def test_a_target_that_does_not_resolve_names_module_and_class(target, message):
@@ -133,7 +133,7 @@ def test_unknown_fields_are_named_with_the_accepted_ones():
     with pytest.raises(ConfigError, match=r"unknown field\(s\) ratio; VisPrunerPruner accepts: important_ratio"):
         build_pruner(_cfg(_target_="baselines.pruners.VisPrunerPruner", ratio=0.3), 8)
     with pytest.raises(ConfigError, match=r"unknown field\(s\) crt; accepted: schedule, .*ctr"):
-        build_pruner(_cfg(_target_="evoprune.harness.evoprune_pruner.EvoPrunePruner", crt=0.3), 8)
+        build_pruner(_cfg(_target_="evoprune.harness.inference.evoprune_pruner.EvoPrunePruner", crt=0.3), 8)
     with pytest.raises(ConfigError, match="important_ratio"):  # the class's own value check, as a config error
         build_pruner(_cfg(_target_="baselines.pruners.VisPrunerPruner", important_ratio=2.0), 8)
 

@@ -16,11 +16,11 @@ import pytest
 from conftest import compose_config, run_py
 from real_schema import write_mme, write_root
 
-from evoprune.harness.errors import DataUnavailableError
-from evoprune.harness.judge import JudgeConfig, plan_tasks
-from evoprune.harness.real_data import local_task_configs, unpack_archives
-from evoprune.harness.resume import identity_config
-from evoprune.harness.runner import load_tasks
+from evoprune.harness.common.errors import DataUnavailableError
+from evoprune.harness.data.real_data import local_task_configs, unpack_archives
+from evoprune.harness.evaluation.runner import load_tasks
+from evoprune.harness.results.judge import JudgeConfig, plan_tasks
+from evoprune.harness.results.resume import identity_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -145,7 +145,7 @@ def test_two_copies_with_other_contents_read_their_own(tmp_path):
 
 
 def test_judge_dict_configs_keep_their_overrides_and_gain_the_local_files(root):
-    from evoprune.harness.real_data import TaskData
+    from evoprune.harness.data.real_data import TaskData
 
     folder = root / "r/MMBench"
     found = [TaskData("mmbench_en_dev", "mmbench_en_dev", "r/MMBench", None, folder, "en", "dev", None, None)]

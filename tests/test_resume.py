@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
-from evoprune.harness import resume
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.outputs import write_json, write_jsonl, write_text
-from evoprune.harness.resume import (
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.common.outputs import write_json, write_jsonl, write_text
+from evoprune.harness.evaluation.runner import run_dir
+from evoprune.harness.results import resume
+from evoprune.harness.results.resume import (
     Journal,
     completion_record,
     config_differences,
@@ -22,7 +23,6 @@ from evoprune.harness.resume import (
     only_new_fields,
     plan_run,
 )
-from evoprune.harness.runner import run_dir
 
 
 def _record(doc_id, answer="a", error=None, task="smoke_vqa"):
@@ -115,7 +115,7 @@ def test_complete_run_is_skipped_only_with_same_config_and_code(tmp_path, monkey
 
 
 def test_rerunning_a_stored_run_with_failed_samples_still_reports_failure(tmp_path, no_heavy_work, capsys):
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     failed = compose_config(f"output_dir={tmp_path}", "limit=2")
     _complete_run(run_dir(failed), failed, code=resume.code_version(), errors=1)
@@ -518,7 +518,7 @@ def test_a_suite_without_a_judged_task_ignores_the_judge_environment(monkeypatch
 
 def test_ctrl_c_right_after_a_journal_line_counts_that_sample_as_kept(tmp_path, monkeypatch):
     """The window the table-1 sweep test hit by chance: the line written, the sample not yet in lm.records."""
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     write_line = Journal.append
 

@@ -10,12 +10,12 @@ import textwrap
 import pytest
 from conftest import REPO_ROOT, compose_config, run_py
 
-from evoprune.harness import machine_load
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.overrides import check_command_line
-from evoprune.harness.run_lock import RunFolderBusy, lock_path, run_folder_lock
-from evoprune.harness.runner import run_dir
-from evoprune.harness.settings import check_config
+from evoprune.harness.common import machine_load
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.common.overrides import check_command_line
+from evoprune.harness.common.run_lock import RunFolderBusy, lock_path, run_folder_lock
+from evoprune.harness.evaluation.runner import run_dir
+from evoprune.harness.evaluation.settings import check_config
 
 # --- a limit a task cannot score is refused before any work ---------------------------------------------
 
@@ -72,7 +72,7 @@ metric_list:
 FAILING_UTILS = """\
 from pathlib import Path
 
-from evoprune.harness.tasks.smoke.utils import (
+from evoprune.harness.data.tasks.smoke.utils import (
     smoke_doc_to_visual,
     yesno_aggregate,
     yesno_doc_to_text,
@@ -88,12 +88,12 @@ def aggregate_or_fail(results):
 
 
 def test_a_failed_aggregation_keeps_every_answer_and_a_rerun_rescores_without_generating(tmp_path):
-    from evoprune.harness.smoke_data import ensure_smoke_data
+    from evoprune.harness.data.smoke_data import ensure_smoke_data
 
     ensure_smoke_data()
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    data = REPO_ROOT / "evoprune/harness/tasks/smoke/data/smoke_yesno.jsonl"
+    data = REPO_ROOT / "evoprune/harness/data/tasks/smoke/data/smoke_yesno.jsonl"
     (tasks / "failing_yesno.yaml").write_text(FAILING_TASK.format(data=data))
     (tasks / "utils.py").write_text(textwrap.dedent(FAILING_UTILS))
     (tasks / "fail").touch()
@@ -196,7 +196,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_and_said_so(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from evoprune.harness.run_lock import run_folder_lock\n"
+            "import sys, time; from pathlib import Path; from evoprune.harness.common.run_lock import run_folder_lock\n"
             f"with run_folder_lock(Path({str(folder)!r})):\n    print('held', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,

@@ -9,14 +9,20 @@ import torch
 from conftest import compose_config
 from PIL import Image
 
-from evoprune.harness import runner
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.pipeline import generate
-from evoprune.harness.pruning import Pruner, build_pruner
-from evoprune.harness.runner import load_pruned_model, run_dir
-from evoprune.harness.runtime import WARMUP_NEW_TOKENS, Runtime, build_runtime, decode_step, tower_hidden_states
-from evoprune.harness.settings import check_config
-from evoprune.harness.smoke_video import ensure_smoke_video_data
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.data.smoke_video import ensure_smoke_video_data
+from evoprune.harness.evaluation import runner
+from evoprune.harness.evaluation.runner import load_pruned_model, run_dir
+from evoprune.harness.evaluation.settings import check_config
+from evoprune.harness.inference.pipeline import generate
+from evoprune.harness.inference.pruning import Pruner, build_pruner
+from evoprune.harness.inference.runtime import (
+    WARMUP_NEW_TOKENS,
+    Runtime,
+    build_runtime,
+    decode_step,
+    tower_hidden_states,
+)
 
 IMAGE = Image.new("RGB", (64, 48), (200, 40, 90))
 
@@ -160,7 +166,7 @@ def test_the_backend_and_the_warm_up_follow_the_device():
     ],
 )
 def test_the_warm_up_runs_once_as_often_as_config_and_runtime_ask(monkeypatch, tiny_loaded, runtime, warmup, count):
-    from evoprune.harness import lmms_model
+    from evoprune.harness.evaluation import lmms_model
 
     calls = []
     monkeypatch.setattr(lmms_model, "generate", lambda *args, **kwargs: calls.append(kwargs["min_new_tokens"]))

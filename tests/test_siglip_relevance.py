@@ -14,8 +14,8 @@ from baselines.siglip_relevance import (
     siglip_image_embeds,
     siglip_text_embeds,
 )
-from evoprune.harness.errors import ModelUnavailableError
-from evoprune.harness.tiny_tokenizers import build_byte_tokenizer
+from evoprune.harness.common.errors import ModelUnavailableError
+from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer
 
 VISION_HIDDEN = 64
 

@@ -12,9 +12,9 @@ import pytest
 from conftest import file_tree, local_task_manager, read_docs, scripted_lmms
 from PIL import Image
 
-from evoprune.harness import smoke_data
-from evoprune.harness.mcq import parse_option_letter
-from evoprune.harness.smoke_data import ensure_smoke_data, sample_counts
+from evoprune.harness.data import smoke_data
+from evoprune.harness.data.smoke_data import ensure_smoke_data, sample_counts
+from evoprune.harness.results.mcq import parse_option_letter
 
 TASK_DIR = Path(smoke_data.__file__).resolve().parent / "tasks" / "smoke"
 TASKS = ("smoke_vqa", "smoke_yesno", "smoke_mcq")
@@ -27,7 +27,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def utils():
-    from evoprune.harness.tasks.smoke import utils
+    from evoprune.harness.data.tasks.smoke import utils
 
     return utils
 

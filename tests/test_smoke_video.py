@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from conftest import compose_config, file_tree, local_task_manager, read_docs, scripted_lmms
 
-from evoprune.harness import smoke_video, video_metrics
-from evoprune.harness.generated_data import read_manifest
-from evoprune.harness.lmms_model import ERROR_ANSWER
-from evoprune.harness.outputs import write_json, write_jsonl, write_text
-from evoprune.harness.resume import FINAL_FILES, RUN_RECORD, completion_record, identity_config
-from evoprune.harness.runner import leaf_tasks
-from evoprune.harness.smoke_video import ensure_smoke_video_data
-from evoprune.harness.tables import MISSING, collect
-from evoprune.harness.video_metrics import derived_metrics, longvideobench_letter, mvbench_letter
+from evoprune.harness.common.outputs import write_json, write_jsonl, write_text
+from evoprune.harness.data import smoke_video
+from evoprune.harness.data.generated_data import read_manifest
+from evoprune.harness.data.smoke_video import ensure_smoke_video_data
+from evoprune.harness.evaluation.lmms_model import ERROR_ANSWER
+from evoprune.harness.evaluation.runner import leaf_tasks
+from evoprune.harness.results import video_metrics
+from evoprune.harness.results.resume import FINAL_FILES, RUN_RECORD, completion_record, identity_config
+from evoprune.harness.results.tables import MISSING, collect
+from evoprune.harness.results.video_metrics import derived_metrics, longvideobench_letter, mvbench_letter
 
 TASK_DIR = Path(smoke_video.__file__).resolve().parent / "tasks" / "smoke_video"
 MVBENCH_SUBTASKS = (
@@ -37,7 +38,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def utils():
-    from evoprune.harness.tasks.smoke_video import utils
+    from evoprune.harness.data.tasks.smoke_video import utils
 
     return utils
 
@@ -276,7 +277,7 @@ def test_hydra_target_generates_the_data(data_dir):
     from hydra.utils import call
 
     cfg = compose_config("benchmark=smoke_video").benchmark
-    assert cfg.media == "video" and cfg.include_path == str(TASK_DIR.relative_to(TASK_DIR.parents[3]))
+    assert cfg.media == "video" and cfg.include_path == str(TASK_DIR.relative_to(TASK_DIR.parents[4]))
     assert call(cfg.synthetic_data) == data_dir
     assert compose_config("benchmark=video").benchmark.tasks == ["mvbench", "longvideobench_val_v", "videomme"]
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from evoprune.harness.outputs import write_json, write_jsonl, write_text
-from evoprune.harness.resume import FINAL_FILES, RUN_RECORD, completion_record, identity_config
-from evoprune.harness.tables import (
+from evoprune.harness.common.outputs import write_json, write_jsonl, write_text
+from evoprune.harness.common.text_tables import latex_table, markdown_table, tex_escape
+from evoprune.harness.results.resume import FINAL_FILES, RUN_RECORD, completion_record, identity_config
+from evoprune.harness.results.tables import (
     MISSING,
     NOT_SCORED,
     Row,
@@ -26,7 +27,6 @@ from evoprune.harness.tables import (
     pareto_plot,
     ttft_markdown,
 )
-from evoprune.harness.text_tables import latex_table, markdown_table, tex_escape
 
 COLUMNS = dict(compose_config("benchmark=image").benchmark.columns)
 RUN_CONFIG = identity_config(compose_config())
@@ -222,7 +222,7 @@ def test_a_table_without_latency_columns_gets_none(tmp_path):
 def test_answers_are_read_as_utf8_whatever_the_platforms_default_encoding(tmp_path, monkeypatch):
     import builtins
 
-    from evoprune.harness import tables
+    from evoprune.harness.results import tables
 
     def cp1252_default(file, mode="r", *args, encoding=None, **kwargs):  # open() where the locale is cp1252
         return builtins.open(file, mode, *args, encoding=encoding or "cp1252", **kwargs)
@@ -246,14 +246,14 @@ def test_answers_are_read_as_utf8_whatever_the_platforms_default_encoding(tmp_pa
     ids=["derived-scaled", "no-derived-metrics", "task-scaled", "bool-is-not-a-score"],
 )
 def test_a_columns_score_is_the_metric_times_its_scale(metrics, spec, expected):
-    from evoprune.harness.tables import _score
+    from evoprune.harness.results.tables import _score
 
     assert _score(metrics, spec) == expected
 
 
 @pytest.mark.parametrize("value", [None, pd.NA, math.nan])
 def test_a_missing_budget_in_the_papers_table_means_native(value):
-    from evoprune.harness.tables import _budget
+    from evoprune.harness.results.tables import _budget
 
     assert _budget(value) is None
 
@@ -469,7 +469,7 @@ def drawn(monkeypatch):
     [[(label, colour), ...] per axes]}, a point being (x, y, marker vertices, colour, annotation)."""
     import matplotlib.pyplot as plt
 
-    from evoprune.harness import tables
+    from evoprune.harness.results import tables
 
     seen = {}
 

@@ -17,8 +17,7 @@ from conftest import (
     train_tiny_script,
 )
 
-from evoprune.harness.models import load_model, sincos_2d
-from evoprune.harness.shapes_data import (
+from evoprune.harness.data.shapes_data import (
     CELL_NAMES,
     CHANCE,
     TASKS,
@@ -29,7 +28,8 @@ from evoprune.harness.shapes_data import (
     scene_docs,
     training_docs,
 )
-from evoprune.harness.trained_checkpoint import CheckpointError
+from evoprune.harness.models.loading import load_model, sincos_2d
+from evoprune.harness.models.trained_checkpoint import CheckpointError
 
 
 def _answers_match_scene(scene, docs):
@@ -321,7 +321,7 @@ def test_run_py_without_the_checkpoint_exits_2_naming_file_and_command(tmp_path)
 
 
 def test_shapes_suite_runs_and_scores_through_the_harness(tmp_path):
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     cfg = compose_config("benchmark=shapes_image", "limit=2", f"output_dir={tmp_path}", "progress=false")
     assert runner.evaluate(cfg) == 0
@@ -376,7 +376,7 @@ SCORE = {  # a sample's score in samples.jsonl, by task (1.0: right)
 
 def test_the_shipped_model_answers_most_held_out_questions_of_each_task(tmp_path):
     """Native, through the harness: lmms-eval's prompts, greedy generation, the tasks' own scoring."""
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     cfg = compose_config(
         "model=tiny_llava_trained", "benchmark=shapes_image", f"output_dir={tmp_path}", "progress=false", "warmup=0"

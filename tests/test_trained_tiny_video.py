@@ -18,8 +18,8 @@ from conftest import (
 )
 from PIL import Image
 
-from evoprune.harness.generated_data import COLORS
-from evoprune.harness.smoke_video import (
+from evoprune.harness.data.generated_data import COLORS
+from evoprune.harness.data.smoke_video import (
     DIRECTIONS,
     KINDS,
     TASK_KINDS,
@@ -29,7 +29,7 @@ from evoprune.harness.smoke_video import (
     render_frame,
     training_clips,
 )
-from evoprune.harness.video import sample_frame_indices
+from evoprune.harness.inference.video import sample_frame_indices
 
 MODEL = "model=tiny_llava_video_trained"
 TASK_GROUPS = ("smoke_mvbench", "smoke_longvideobench", "smoke_videomme")  # the benchmark's three tasks
@@ -193,15 +193,15 @@ def test_training_prompts_and_visual_sequence_are_what_the_harness_feeds(clip_ex
     model's template, the same tokens, and the same visual sequence as the pipeline's."""
     from lmms_eval.tasks import get_task_dict
 
-    from evoprune.harness.pipeline import encode_frames, prepare_inputs, visual_tokens
-    from evoprune.harness.pruning import Pruner
-    from evoprune.harness.timing import StageTimer
+    from evoprune.harness.common.timing import StageTimer
+    from evoprune.harness.inference.pipeline import encode_frames, prepare_inputs, visual_tokens
+    from evoprune.harness.inference.pruning import Pruner
 
     train_tiny, loaded, _, _ = clip_examples
     cfg, folder = _video_cfg(), ensure_smoke_video_data()
     clips = eval_clip_docs(folder)[:2]
     examples = train_tiny.ClipExamples(loaded, cfg, clips, "test", folder)
-    manager = local_task_manager(REPO_ROOT / "evoprune" / "harness" / "tasks" / "smoke_video")
+    manager = local_task_manager(REPO_ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke_video")
     manager.model_name = cfg.lmms_eval_prompts
     tasks = get_task_dict(list(TASK_KINDS), manager)
     items = iter(examples.items)
@@ -258,7 +258,7 @@ def _correct(row: dict) -> bool:
 def test_the_shipped_video_model_answers_most_held_out_questions_of_each_task(tmp_path):
     """Native, through the harness: lmms-eval's prompts, greedy generation, the tasks' own scoring; at least
     85% of each task, and a guesser at the task's highest chance (1 / fewest options) rarely does as well."""
-    from evoprune.harness import runner
+    from evoprune.harness.evaluation import runner
 
     cfg = compose_config(MODEL, "benchmark=smoke_video", f"output_dir={tmp_path}", "progress=false", "warmup=0")
     assert runner.evaluate(cfg) == 0
@@ -283,7 +283,7 @@ def held_out_clip_samples():
     """Two questions on the first held-out clip: (video path, prompt, id)."""
     cfg, folder = _video_cfg(), ensure_smoke_video_data()
     prompts = train_tiny_script().task_prompts(
-        REPO_ROOT / "evoprune" / "harness" / "tasks" / "smoke_video", TASK_KINDS, cfg.lmms_eval_prompts
+        REPO_ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke_video", TASK_KINDS, cfg.lmms_eval_prompts
     )
     clip, docs = eval_clip_docs(folder)[0]
     return [
@@ -302,7 +302,7 @@ def test_every_pruner_at_the_full_budget_answers_as_native(pruner, held_out_clip
     """The full budget: the tower's 729 patch tokens per frame for a pruner inside it, else the 169 the LLM gets.
     (Spatial pooling has none: it averages the tower's grid before the projector, LLaVA-Video after it, so its
     13 x 13 grid holds other tokens; see the next test.)"""
-    from evoprune.harness.pruning import pruner_class
+    from evoprune.harness.inference.pruning import pruner_class
 
     cfg = compose_config(MODEL, f"pruner={pruner}")
     full = cfg.model.encoder_tokens if pruner_class(cfg.pruner).in_encoder else cfg.model.num_visual_tokens

@@ -11,20 +11,20 @@ import torch
 import torch.nn.functional as F
 from conftest import compose_config, run_py
 
-from evoprune.harness import runner
-from evoprune.harness.errors import ConfigError
-from evoprune.harness.generated_data import read_manifest
-from evoprune.harness.layout import pool_grid, visual_sequence
-from evoprune.harness.models import load_model
-from evoprune.harness.pipeline import (
+from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.data.generated_data import read_manifest
+from evoprune.harness.data.smoke_video import ensure_smoke_video_data
+from evoprune.harness.evaluation import runner
+from evoprune.harness.inference.layout import pool_grid, visual_sequence
+from evoprune.harness.inference.pipeline import (
     _input_ids_with_visual_run,
     encode_frames,
     generate,
     prepare_inputs,
 )
-from evoprune.harness.pruning import Pruner, build_pruner
-from evoprune.harness.smoke_video import ensure_smoke_video_data
-from evoprune.harness.video import VideoReadError, read_video, sample_frame_indices, time_instruction
+from evoprune.harness.inference.pruning import Pruner, build_pruner
+from evoprune.harness.inference.video import VideoReadError, read_video, sample_frame_indices, time_instruction
+from evoprune.harness.models.loading import load_model
 
 FRAMES = 2  # frames per video in the model tests (the tiny tower costs ~0.5 s per frame on 2 cores)
 QUESTION = "What color is the circle that moves across the video?"
@@ -303,7 +303,7 @@ def test_bad_video_configs_fail_before_loading(overrides, message, no_heavy_work
 
 
 def test_missing_llava_video_weights_fail_at_once_naming_the_id_and_the_override(tmp_path, monkeypatch):
-    from evoprune.harness.errors import ModelUnavailableError
+    from evoprune.harness.common.errors import ModelUnavailableError
 
     monkeypatch.setattr(runner, "load_tasks", lambda *args: pytest.fail("tasks loaded before the weights check"))
     cfg = compose_config("model=llava_video_7b", "benchmark=smoke_video", f"output_dir={tmp_path}")
@@ -370,7 +370,7 @@ def test_a_corrupt_video_is_a_sample_error_and_the_run_goes_on(tmp_path):
 def test_the_real_models_vision_mapping_becomes_siglip_so400m_fields():
     from transformers import SiglipVisionConfig
 
-    from evoprune.harness.models import vision_config_fields
+    from evoprune.harness.models.loading import vision_config_fields
 
     vision = SiglipVisionConfig(**vision_config_fields(compose_config("model=llava_video_7b").model.vision))
     assert (vision.num_hidden_layers, vision.num_attention_heads, vision.hidden_size) == (26, 16, 1152)
@@ -384,7 +384,7 @@ LVB_PAPER_RELATION = {"E3E", "O3O", "SSS", "SOS", "SAA", "T3E", "T3O", "TOS", "T
 
 @pytest.mark.parametrize("category", sorted(LVB_PAPER_PERCEPTION | LVB_PAPER_RELATION))
 def test_each_longvideobench_category_lands_in_its_papers_level_only(category):
-    from evoprune.harness.video_metrics import in_derived
+    from evoprune.harness.results.video_metrics import in_derived
 
     row = {"score": {"lvb_acc": {"id": "q", "question_category": category}}}
     level = "perception" if category in LVB_PAPER_PERCEPTION else "relation"
@@ -394,7 +394,7 @@ def test_each_longvideobench_category_lands_in_its_papers_level_only(category):
 
 
 def test_an_unknown_longvideobench_category_is_an_error_not_a_guess():
-    from evoprune.harness.video_metrics import in_derived
+    from evoprune.harness.results.video_metrics import in_derived
 
     with pytest.raises(ValueError, match="unknown question_category 'X9X'"):
         in_derived("longvideobench_perception", {"score": {"lvb_acc": {"id": "q", "question_category": "X9X"}}})
@@ -417,7 +417,7 @@ def test_an_unknown_longvideobench_category_is_an_error_not_a_guess():
     ids=["longvideobench", "videomme"],
 )
 def test_a_sample_outside_every_split_is_named_in_the_error(name, row, message):
-    from evoprune.harness.video_metrics import in_derived
+    from evoprune.harness.results.video_metrics import in_derived
 
     with pytest.raises(ValueError, match=re.escape(message)):
         in_derived(name, row)
@@ -432,13 +432,13 @@ def test_a_sample_outside_every_split_is_named_in_the_error(name, row, message):
     ],
 )
 def test_mvbench_letter_reads_tabs_as_spaces_like_mcq_acc(reply, letter):
-    from evoprune.harness.video_metrics import mvbench_letter
+    from evoprune.harness.results.video_metrics import mvbench_letter
 
     assert mvbench_letter(reply) == letter
 
 
 def test_longvideobench_answer_prefixes_are_deleted_not_blanked():
-    from evoprune.harness.video_metrics import longvideobench_letter
+    from evoprune.harness.results.video_metrics import longvideobench_letter
 
     # lmms-eval deletes each prefix in turn: "The answer is" goes, and the "Best answer:" it leaves goes too
     assert longvideobench_letter("Best The answer isanswer: C") == "C"

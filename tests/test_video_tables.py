@@ -47,7 +47,7 @@ def test_table3_smoke_sweep_renders_the_papers_columns_from_derived_scores(tmp_p
 
 
 def test_a_split_without_samples_is_not_a_missing_run():
-    from evoprune.harness.tables import MISSING, NO_SAMPLES, _score
+    from evoprune.harness.results.tables import MISSING, NO_SAMPLES, _score
 
     metrics = {"derived": {"videomme_long": {"value": None, "samples": 0}, "videomme_short": {"value": 50.0}}}
     assert _score(metrics, {"derived": "videomme_long", "scale": 1}) == NO_SAMPLES

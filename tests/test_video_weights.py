@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
 
-from evoprune.harness.video_weights import is_original_layout, load_llava_video, original_to_hf_key
+from evoprune.harness.models.video_weights import is_original_layout, load_llava_video, original_to_hf_key
 
 # The real tower's depth (26 layers after LLaVA-NeXT drops the 27th), tiny widths and image.
 VISION = dict(

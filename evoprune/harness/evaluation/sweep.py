@@ -1,0 +1,151 @@
+"""Sweeps: experiment cells, the preflight that checks every run before the first starts.
+
+Hydra's basic sweeper crosses its parameters (a Cartesian product), but a paper table is a list of
+(pruner, budget) cells with one Native run. An experiment config therefore lists its cells once
+(``experiment.cells``) and sweeps a single ``+cell`` parameter over them; each job then recomposes
+its config with ``pruner=<name> budget=<budget>`` (`apply_cell`). A cell is written like a run
+folder's name: ``<pruner>-<budget>``, ``none-all`` for Native.
+
+`Preflight` is a Hydra callback: at the start of a multirun it expands the sweep exactly as the
+basic sweeper does, composes every job's config and checks it (config values, weights on disk,
+benchmark datasets), so a sweep of many hours fails at once, naming what is missing, instead of
+at its tenth run. Both work with any launcher (the basic one in this process, or submitit).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from evoprune.harness.common.errors import ConfigError
+
+
+def cells_override(*cell_lists) -> str:
+    """The sweep value for ``+cell``: every list's cells in order (an OmegaConf resolver:
+    ``${sweep_cells:${experiment.cells},${experiment.extra_cells}}``)."""
+    return ",".join(str(cell) for cells in cell_lists for cell in cells)
+
+
+if not OmegaConf.has_resolver("sweep_cells"):  # registered on import, in every process that composes
+    OmegaConf.register_new_resolver("sweep_cells", cells_override)
+
+
+def parse_cell(cell: str) -> tuple[str, str]:
+    """``"evoprune-64"`` → ``("evoprune", "64")``; ``"none-all"`` → ``("none", "null")``."""
+    pruner, sep, budget = str(cell).rpartition("-")
+    if not sep or not pruner or not (budget == "all" or budget.isdigit()):
+        raise ConfigError(f"cell={cell!r} is not <pruner>-<budget> (e.g. evoprune-64, or none-all for Native)")
+    return pruner, "null" if budget == "all" else budget
+
+
+def cell_overrides(task_overrides, cell: str) -> list[str]:
+    """The job's overrides with ``+cell`` replaced by the cell's pruner and budget."""
+    kept = [o for o in task_overrides if not o.lstrip("+~").startswith("cell=")]
+    clashing = [o for o in kept if o.split("=", 1)[0].lstrip("+~") in ("pruner", "budget")]
+    if clashing:
+        raise ConfigError(
+            f"{clashing} cannot be combined with an experiment's cells: each cell sets pruner and budget itself"
+        )
+    pruner, budget = parse_cell(cell)
+    return [*kept, f"pruner={pruner}", f"budget={budget}"]
+
+
+def apply_cell(cfg: DictConfig) -> DictConfig:
+    """Inside a Hydra job: ``cfg`` recomposed for its ``cell`` (unchanged when it has none)."""
+    if cfg.get("cell") is None:
+        return cfg
+    hydra_cfg = HydraConfig.get()
+    return compose(hydra_cfg.job.config_name, overrides=cell_overrides(list(hydra_cfg.overrides.task), cfg.cell))
+
+
+def job_configs(config: DictConfig) -> list[DictConfig]:
+    """Every job of the multirun ``config`` describes, composed as its run will see it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    composed = []
+    for overrides in jobs:
+        cfg = compose(config.hydra.job.config_name, overrides=list(overrides))
+        if cfg.get("cell") is not None:
+            cfg = compose(config.hydra.job.config_name, overrides=cell_overrides(overrides, cfg.cell))
+        composed.append(cfg)
+    return composed
+
+
+def experiment_jobs(config_dir: str, overrides: list[str]) -> tuple[DictConfig, list[DictConfig]]:
+    """The composed config of ``python run.py -m <overrides>`` and its jobs; it must name an experiment."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        if cfg.get("experiment") is None:
+            raise ConfigError("name an experiment to render, e.g. +experiment=table1 (see configs/experiment/)")
+        return cfg, job_configs(cfg)
+
+
+def renderer_main(render, description: str, default_root, argv: list[str] | None = None) -> int:
+    """Command line of the experiment renderers: ``<sweep overrides> [--tables-dir] [--figures-dir]``,
+    calling ``render(overrides, tables_dir, figures_dir)``; exit 2 with one ``error:`` line on a ConfigError."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. +experiment=table1 limit=50")
+    parser.add_argument("--tables-dir", type=Path, default=Path(default_root) / "results" / "tables")
+    parser.add_argument("--figures-dir", type=Path, default=Path(default_root) / "results" / "figures")
+    args = parser.parse_args(argv)
+    try:
+        render(args.overrides, args.tables_dir, args.figures_dir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def preflight(configs: list[DictConfig]) -> None:
+    """Check every run's config, weights and datasets; the first problem raises."""
+    from evoprune.harness.evaluation.runner import load_tasks, quiet_lmms_eval
+    from evoprune.harness.evaluation.settings import check_config
+    from evoprune.harness.inference.pruning import build_pruner, locate_pruner_weights
+    from evoprune.harness.models.loading import locate_weights
+    from evoprune.harness.results.judge import JudgeConfig, plan_tasks
+
+    checked_models, checked_benchmarks = set(), set()
+    for cfg in configs:
+        check_config(cfg)
+        quiet_lmms_eval(cfg.log_level)
+        build_pruner(cfg.pruner, cfg.budget)
+        locate_pruner_weights(cfg.pruner)
+        if cfg.model.name not in checked_models:
+            locate_weights(cfg.model)
+            checked_models.add(cfg.model.name)
+        if cfg.benchmark.name not in checked_benchmarks:
+            load_tasks(cfg.benchmark, cfg.model, plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)))
+            checked_benchmarks.add(cfg.benchmark.name)
+
+
+try:  # the callback base class moved between Hydra versions
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    from hydra.experimental.callbacks import Callback  # type: ignore[no-redef]
+
+
+class Preflight(Callback):
+    """Hydra callback: `preflight` of every job before a multirun launches any of them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from evoprune.harness.common.errors import DataUnavailableError, ModelUnavailableError
+
+        try:
+            configs = job_configs(config)
+            print(f"preflight: checking {len(configs)} run(s)", file=sys.stderr)
+            preflight(configs)
+        except (ConfigError, ModelUnavailableError, DataUnavailableError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
