@@ -267,26 +267,23 @@ def _mmbench_by_hand(samples: list[dict], rows: list[dict]) -> tuple[float, int]
     return 100 * sum(all(hits) for hits in copies.values()) / len(copies), letters.count(None)
 
 
+def _offline_run(root: Path, tmp_path: Path, model: str, benchmark: str, pruner: str, budget: int):
+    """run.py on the local copy with the Hub switched off: the run's metrics.json and samples by task."""
+    overrides = [f"model={model}", f"benchmark={benchmark}", f"pruner={pruner}", f"budget={budget}"]
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = run_py(*overrides, f"data.root={root}", f"output_dir={tmp_path / 'runs'}", env=offline)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / model / benchmark / f"{pruner}-{budget}"
+    return json.loads((run / "metrics.json").read_text()), _samples(run)
+
+
 def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path):
     """The image suite with FasterVLM and the video suite with EvoPrune, through run.py with the trained tiny
     models: every real task answers every row, and the metrics, Table 1's and Table 2's, equal their values
     worked out by hand from the replies (MME's pairs, MMBench's circular copies and unreadable replies, VQAv2's
     ten answers, Video-MME by duration, LongVideoBench's perception / relation split, MVBench over its 20
     subtasks)."""
-    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    runs = tmp_path / "runs"
-    image = run_py(
-        "model=tiny_llava_trained",
-        "benchmark=image",
-        "pruner=fastervlm",
-        "budget=64",
-        f"data.root={root}",
-        f"output_dir={runs}",
-        env=offline,
-    )
-    assert image.returncode == 0, image.stderr[-3000:]
-    run = runs / "tiny_llava_trained/image/fastervlm-64"
-    metrics, samples = json.loads((run / "metrics.json").read_text()), _samples(run)
+    metrics, samples = _offline_run(root, tmp_path, "tiny_llava_trained", "image", "fastervlm", 64)
     counts = {"vqav2_val": 4, "mme": 8, "mmbench_en_dev": 8, "mmbench_cn_dev": 8, "mmvet": 2}
     assert {name: task["samples"] for name, task in metrics["tasks"].items()} == counts
     assert metrics["errors"] == 0
@@ -308,18 +305,7 @@ def test_run_py_runs_the_real_suites_offline_from_the_local_copy(root, tmp_path)
     assert scores["vqav2_val"]["exact_match"] == pytest.approx(sum(vqa) / len(vqa))
     assert scores["mmvet"]["status"] == "not scored (no judge)"
 
-    video = run_py(
-        "model=tiny_llava_video_trained",
-        "benchmark=video",
-        "pruner=evoprune",
-        "budget=16",
-        f"data.root={root}",
-        f"output_dir={runs}",
-        env=offline,
-    )
-    assert video.returncode == 0, video.stderr[-3000:]
-    run = runs / "tiny_llava_video_trained/video/evoprune-16"
-    metrics, samples = json.loads((run / "metrics.json").read_text()), _samples(run)
+    metrics, samples = _offline_run(root, tmp_path, "tiny_llava_video_trained", "video", "evoprune", 16)
     assert metrics["samples"] == 3 + 4 + 3 * 3 + 17 and metrics["errors"] == 0
     derived = {name: (entry["value"], entry["samples"]) for name, entry in metrics["derived"].items()}
 
