@@ -144,7 +144,8 @@ def load_tasks(benchmark_cfg, model_cfg, plan: JudgePlan) -> dict:
 
 
 def hub_repositories(benchmark_cfg, manager) -> str:
-    """``repo (its tasks), …`` of a real benchmark's tasks; "" for generated ones."""
+    """``repo: its tasks; …`` for lmms-eval's built-in tasks (the real benchmarks); for a suite of its own
+    task YAMLs, where to look instead."""
     if not benchmark_cfg.get("lmms_eval_builtin_tasks"):
         return "the tasks' dataset_path"
     by_repo: dict[str, list[str]] = {}
