@@ -46,94 +46,21 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import evoprune  # noqa: E402
+from evoprune.harness.benchmarks.flops import encoder_flops  # noqa: E402
+from evoprune.harness.benchmarks.shapes import TOWERS, Tower  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
-from evoprune.schedules import token_counts  # noqa: E402
 
-CLIP_L_336 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=336,
-    patch_size=14,
-)
-# google/siglip-so400m-patch14-384 as LLaVA-Video (LLaVA-NeXT's SigLipVisionTower) runs it: the
-# last of its 27 layers and the pooling head deleted, features = the last remaining layer.
-SIGLIP_SO400M_384 = dict(
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=26,
-    num_attention_heads=16,
-    image_size=384,
-    patch_size=14,
-    vision_use_head=False,
-)
-TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, image_size=12 * 14)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-@dataclass(frozen=True)
-class Tower:
-    label: str
-    config_class: type
-    model_class: type
-    shapes: dict  # "real" / "tiny" → config kwargs (tiny, for tests: the real depth, a 12×12 grid, tiny widths)
-    prefix: int  # CLS tokens kept out of merging
-    feature_layer: int
-    defaults: dict = field(default_factory=dict)  # argparse defaults that differ per tower
-
-
-TOWERS = {
-    "clip": Tower(
-        label="CLIP-L/336",
-        config_class=CLIPVisionConfig,
-        model_class=CLIPVisionModel,
-        shapes={
-            "real": CLIP_L_336,
-            "tiny": CLIP_L_336 | TINY,
-        },
-        prefix=1,
-        feature_layer=-2,
-        defaults=dict(frames=1, budgets=[128, 64, 32], repeats=5, order="sequential", stat="median"),
-    ),
-    "siglip": Tower(
-        label="SigLIP-so400m/384",
-        config_class=SiglipVisionConfig,
-        model_class=SiglipVisionModel,
-        shapes={
-            "real": SIGLIP_SO400M_384,
-            "tiny": SIGLIP_SO400M_384 | TINY,
-        },
-        prefix=0,
-        feature_layer=-1,
-        defaults=dict(frames=64, budgets=[64, 32, 16], repeats=2, order="interleaved", stat="min", warmup_frames=2),
-    ),
-}
 STATS = {"median": statistics.median, "min": min}
-
-
-def layer_flops(tokens: int, merged: int, width: int, mlp_width: int) -> float:
-    """Multiply-adds × 2 of one encoder layer: q/k/v/out projections and attention on ``tokens``,
-    the MLP on ``tokens − merged``."""
-    projections = 4 * 2 * tokens * width * width
-    attention = 2 * 2 * tokens * tokens * width
-    mlp = 2 * 2 * (tokens - merged) * width * mlp_width
-    return projections + attention + mlp
-
-
-def encoder_flops(schedule: list[int], patches: int, prefix: int, width: int, mlp_width: int) -> float:
-    """One image's (frame's) encoder layers, ``schedule[l]`` tokens merged at layer l."""
-    counts = token_counts(patches, schedule)
-    return sum(layer_flops(n + prefix, r, width, mlp_width) for n, r in zip(counts, schedule, strict=False))
 
 
 def time_call(call, device: torch.device, repeats: int, warmup: int) -> float:

@@ -35,7 +35,7 @@ timed rounds (speedups: ratios of medians). Vision-side stages doing provably id
 into one median over every run doing it (`pool_key`; ``--no-pool``: each run's own).
 
 FLOP prediction (matmul FLOPs, 2 per multiply-add): encoder per layer 8nd^2 + 4n^2d + 16n'd^2 per frame
-(`bench_encoder.encoder_flops`), projector 2n(d_v d + d^2) per frame on the tokens it receives (before
+(`evoprune.harness.benchmarks.flops`), projector 2n(d_v d + d^2) per frame on the tokens it receives (before
 pooling), LLM per layer 2S(2d^2 + 2d d_kv + 3d ff) + 4S^2 d over the S positions it runs (DART: K layers
 at the full S). Selection and merging work are not counted.
 
@@ -87,10 +87,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import RESULTS, encoder_flops  # noqa: E402
-from latency_models import MODELS, ModelSpec, build_model, cdpruner_text_model, sample_visual  # noqa: E402
+from bench_encoder import RESULTS  # noqa: E402
 
 import evoprune  # noqa: E402
+from evoprune.harness.benchmarks.flops import encoder_flops, llm_flops, projector_flops  # noqa: E402
+from evoprune.harness.benchmarks.latency_models import (  # noqa: E402
+    MODELS,
+    ModelSpec,
+    build_model,
+    cdpruner_text_model,
+    sample_visual,
+)
 from evoprune.harness.common.outputs import write_figure, write_json, write_text  # noqa: E402
 from evoprune.harness.common.source import code_version  # noqa: E402
 from evoprune.harness.common.text_tables import latex_table, markdown_table  # noqa: E402
@@ -124,35 +131,6 @@ COUNTS = ("visual_tokens", "newline_tokens", "llm_tokens")
 # ---------------------------------------------------------------------------------------------
 # FLOP model
 # ---------------------------------------------------------------------------------------------
-
-
-def llm_layer_flops(seq: int, width: int, mlp_width: int, kv_width: int | None = None) -> float:
-    """One decoder layer over ``seq`` tokens: q/o projections (2d²), k/v projections (2·d·d_kv; d_kv =
-    d without grouped-query attention), the gated MLP (3·d·ff), attention scores and weighted sum (2·S²·d each)."""
-    kv_width = width if kv_width is None else kv_width
-    return 2 * seq * (2 * width * width + 2 * width * kv_width + 3 * width * mlp_width) + 4 * seq * seq * width
-
-
-def llm_flops(
-    seq: int,
-    width: int,
-    mlp_width: int,
-    layers: int,
-    pruned_seq: int | None = None,
-    split: int = 0,
-    kv_width: int | None = None,
-) -> float:
-    """The decoder's prefill: ``split`` layers over ``seq`` tokens, the rest over ``pruned_seq``
-    (DART); without ``pruned_seq`` every layer over ``seq``."""
-    if pruned_seq is None:
-        pruned_seq, split = seq, layers
-    full = llm_layer_flops(seq, width, mlp_width, kv_width)
-    return split * full + (layers - split) * llm_layer_flops(pruned_seq, width, mlp_width, kv_width)
-
-
-def projector_flops(tokens: int, vision_width: int, llm_width: int) -> float:
-    """The 2-layer MLP projector (vision → LLM width → LLM width) on ``tokens`` tokens."""
-    return 2 * tokens * (vision_width * llm_width + llm_width * llm_width)
 
 
 def scaled_prefill(prefill: float, layer_times: list[float], layer_tokens: list[int], total_layers: int) -> float:
@@ -472,7 +450,7 @@ def add_round(runs: list[Run], record: dict) -> None:
 def bench_code_version() -> str:
     """The harness's code version and this benchmark's own sources: rounds of other code are not reused."""
     digest = hashlib.sha256(code_version().encode())
-    for name in ("bench_latency.py", "latency_models.py", "bench_encoder.py", "bench_pruners.py"):
+    for name in ("bench_latency.py", "bench_encoder.py", "bench_pruners.py"):
         digest.update((ROOT / "scripts" / name).read_bytes())
     return digest.hexdigest()[:16]
 

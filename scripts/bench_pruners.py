@@ -31,13 +31,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import CLIP_L_336, RESULTS, time_call, time_forward  # noqa: E402
+from bench_encoder import RESULTS, time_call, time_forward  # noqa: E402
 
 from baselines.cdpruner import cdpruner_select  # noqa: E402
 from baselines.dart import dart_select  # noqa: E402
@@ -49,6 +49,7 @@ from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention
 from baselines.tome import ToMePruner  # noqa: E402
 from baselines.visionzip import contextual_count, visionzip_tokens  # noqa: E402
 from baselines.vispruner import vispruner_select  # noqa: E402
+from evoprune.harness.benchmarks.shapes import CLIP_L_336, clip_l_text_and_projections  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
 from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer  # noqa: E402
 
@@ -67,18 +68,6 @@ TARGETS = {
 # Tokenised by the project's byte tokenizer (CLIP's BPE vocabulary is not available offline): 29
 # tokens where CLIP's BPE would give about 9, so the text tower cost measured here is an upper bound.
 QUESTION = "What colour is the umbrella?"
-
-
-def clip_l_text_and_projections(vision_hidden: int, vocab_size: int) -> CLIPModel:
-    """CLIP ViT-L/14-336's text tower and projections (768-d), random weights; a 1-layer vision stub."""
-    text = CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=64, num_hidden_layers=1, num_attention_heads=16
-    )
-    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=768)
-    return CLIPModel(config).eval()
 
 
 def main(argv: list[str] | None = None) -> None:

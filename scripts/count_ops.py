@@ -3,8 +3,8 @@
 At batch 1 on a GPU a forward's time follows its number of dispatched ops (about one kernel launch
 each) more than its FLOPs, and a host sync stalls the launch queue. EvoPrune's attention is counted as a
 GPU runs it (`evoprune.attention.fused_on_cpu`; a CPU's default is the explicit formula). This counts both with
-`evoprune.harness.common.op_count` on random-weight towers (`bench_encoder.TOWERS`: CLIP-L/336 on one image,
-SigLIP-so400m on ``--frames`` frames), for Native and each budget, and writes
+`evoprune.harness.common.op_count` on random-weight towers (`evoprune.harness.benchmarks.shapes.TOWERS`:
+CLIP-L/336 on one image, SigLIP-so400m on ``--frames`` frames), for Native and each budget, and writes
 results/op_counts_<shapes>.{json,md}. Counting does not depend on the weights or the machine.
 
     python scripts/count_ops.py [--shapes real|tiny] [--frames 8] [--schedule skip]
@@ -21,10 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_encoder import RESULTS, TOWERS  # noqa: E402
+from bench_encoder import RESULTS  # noqa: E402
 
 import evoprune  # noqa: E402
 from evoprune.attention import fused_on_cpu  # noqa: E402
+from evoprune.harness.benchmarks.shapes import TOWERS  # noqa: E402
 from evoprune.harness.common.op_count import count_ops  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402

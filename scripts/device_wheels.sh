@@ -28,8 +28,8 @@ rm -f "$out.tmp"/numpy-*.whl
 import shutil, sys
 from pathlib import Path
 
-sys.path.insert(0, "scripts")
-from latency_models import MODELS, sample_visual
+sys.path.insert(0, ".")
+from evoprune.harness.benchmarks.latency_models import MODELS, sample_visual
 
 clip = sample_visual(MODELS["llava_video"], Path(sys.argv[1]))
 shutil.move(clip, Path(sys.argv[1]) / "bench_clip.mp4")

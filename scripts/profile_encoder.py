@@ -30,9 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import RESULTS, TOWERS, encoder_flops  # noqa: E402
+from bench_encoder import RESULTS  # noqa: E402
 
 import evoprune  # noqa: E402
+from evoprune.harness.benchmarks.flops import encoder_flops  # noqa: E402
+from evoprune.harness.benchmarks.shapes import TOWERS  # noqa: E402
 from evoprune.harness.common.outputs import write_text  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.schedules import token_counts  # noqa: E402

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from latency_models import MODELS, build_model, sample_visual  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from evoprune.harness.benchmarks.latency_models import MODELS, build_model, sample_visual  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.harness.inference.pipeline import generate  # noqa: E402

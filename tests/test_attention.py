@@ -12,7 +12,7 @@ from evoprune.harness.common.op_count import count_ops
 from evoprune.merge import protection_levels
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from bench_encoder import TOWERS  # noqa: E402
+from evoprune.harness.benchmarks.shapes import TOWERS  # noqa: E402
 
 
 def _qkv(peaked: bool, dtype=torch.float32, batch=2, heads=3, tokens=50, dim=8):

@@ -12,27 +12,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_encoder  # noqa: E402
 
+from evoprune.harness.benchmarks import flops, shapes  # noqa: E402
+
 
 def test_layer_flops_by_hand():
     # 10 tokens, 2 merged, d = 4, MLP 8: projections 8·10·16 = 1280, attention 4·100·4 = 1600,
     # MLP on the 8 left 4·8·4·8 = 1024.
-    assert bench_encoder.layer_flops(10, 2, 4, 8) == 1280 + 1600 + 1024
+    assert flops.layer_flops(10, 2, 4, 8) == 1280 + 1600 + 1024
 
 
 def test_encoder_flops_counts_the_tokens_each_layer_sees():
     # Schedule [2, 0]: layer 0 on 10 (+1 CLS) tokens merging 2, layer 1 on 8 (+1).
-    expected = bench_encoder.layer_flops(11, 2, 4, 8) + bench_encoder.layer_flops(9, 0, 4, 8)
-    assert bench_encoder.encoder_flops([2, 0], 10, 1, 4, 8) == expected
+    expected = flops.layer_flops(11, 2, 4, 8) + flops.layer_flops(9, 0, 4, 8)
+    assert flops.encoder_flops([2, 0], 10, 1, 4, 8) == expected
 
 
 def test_predict_siglip_so400m_at_the_video_budgets():
     # The real so400m shapes, skip schedule over all 26 layers (feature layer −1), as patch() builds it.
     from evoprune.schedules import merge_schedule
 
-    shapes = bench_encoder.SIGLIP_SO400M_384
+    so400m = shapes.SIGLIP_SO400M_384
     schedules = {b: merge_schedule("skip", 729, b, 26, n=13, alpha=1.0) for b in (64, 32, 16)}
     rows = bench_encoder.predict(
-        [64, 32, 16], 729, 26, 0, shapes["hidden_size"], shapes["intermediate_size"], schedules
+        [64, 32, 16], 729, 26, 0, so400m["hidden_size"], so400m["intermediate_size"], schedules
     )
     # Native by hand: 26 layers of 8·729·1152² + 4·729²·1152 + 4·729·1152·4304.
     native = 26 * (8 * 729 * 1152**2 + 4 * 729**2 * 1152 + 4 * 729 * 1152 * 4304)
@@ -97,7 +99,7 @@ def test_tiny_siglip_run_writes_prediction_and_ratio(tmp_path):
         assert row["measured_speedup"] == pytest.approx(rows[0]["encoder_ms"] / row["encoder_ms"])
         assert row["measured_over_predicted"] == pytest.approx(row["measured_speedup"] / row["predicted_speedup"])
     # GFLOPs are for the whole batch: twice one frame's.
-    per_frame = bench_encoder.encoder_flops(rows[1]["schedule"], patches, 0, 32, 64) / 1e9
+    per_frame = flops.encoder_flops(rows[1]["schedule"], patches, 0, 32, 64) / 1e9
     assert rows[1]["gflops"] == pytest.approx(2 * per_frame)
     table = (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").read_text()
     assert "min of 2 interleaved rounds (native, 64, 16, native, …" in table

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_latency  # noqa: E402
 
 from baselines.pooling import nearest_square_side  # noqa: E402
+from evoprune.harness.benchmarks import flops  # noqa: E402
 from evoprune.harness.inference.evoprune_pruner import EvoPrunePruner  # noqa: E402
 from evoprune.harness.inference.pruning import Pruner  # noqa: E402
 
@@ -37,20 +38,20 @@ TEXT_FREE = 169 + 13  # a native frame: 13x13 pooled tokens + a newline per row
 def test_llm_layer_flops_by_hand():
     # S = 10 tokens, d = 4, ff = 8: projections 2·10·4·16 = 1280, MLP 2·10·3·4·8 = 1920,
     # scores + weighted sum 4·10²·4 = 1600.
-    assert bench_latency.llm_layer_flops(10, 4, 8) == 1280 + 1920 + 1600
+    assert flops.llm_layer_flops(10, 4, 8) == 1280 + 1920 + 1600
     # Grouped-query attention, d_kv = 2: q/o 2·10·2·16 = 640, k/v 2·10·2·4·2 = 320.
-    assert bench_latency.llm_layer_flops(10, 4, 8, kv_width=2) == 640 + 320 + 1920 + 1600
+    assert flops.llm_layer_flops(10, 4, 8, kv_width=2) == 640 + 320 + 1920 + 1600
 
 
 def test_llm_flops_whole_and_split_by_hand():
-    assert bench_latency.llm_flops(10, 4, 8, layers=2) == 2 * 4800
+    assert flops.llm_flops(10, 4, 8, layers=2) == 2 * 4800
     # DART-style: layer 0 on 10 tokens (4800), layer 1 on 6: 2·6·(64 + 96) + 4·36·4 = 1920 + 576.
-    assert bench_latency.llm_flops(10, 4, 8, layers=2, pruned_seq=6, split=1) == 4800 + 2496
+    assert flops.llm_flops(10, 4, 8, layers=2, pruned_seq=6, split=1) == 4800 + 2496
 
 
 def test_projector_flops_by_hand():
     # 3 tokens, 2 → 4 → 4: 2·3·(2·4 + 4·4).
-    assert bench_latency.projector_flops(3, 2, 4) == 144
+    assert flops.projector_flops(3, 2, 4) == 144
 
 
 def test_scaled_prefill_extrapolates_the_final_length_layers():

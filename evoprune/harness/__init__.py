@@ -13,8 +13,10 @@ point run. Its parts, each importing only the ones before it (tests/test_import_
   parsing, the video benchmarks' derived scores, the paper's numbers, latency reports, rendered tables.
 - ``evaluation``: a run end to end (config checks, lmms-eval's model class and CLI entry, the runner) and
   sweeps over experiments.
+- ``benchmarks``: the benchmark scripts' library: real-size towers and models with random weights, the FLOP
+  model.
 
 The method itself (`evoprune.patch` and the pure functions beside it) imports none of this.
 """
 
-LAYERS = ("common", "data", "models", "inference", "results", "evaluation")
+LAYERS = ("common", "data", "models", "inference", "results", "evaluation", "benchmarks")

@@ -1,6 +1,7 @@
-"""The models `bench_latency.py` times: LLaVA-1.5-7B and LLaVA-Video-7B-Qwen2 at their real shapes with
-random weights (latency does not depend on the weights, so nothing is downloaded), or tiny widths with
-the real token grids and encoder depths (for tests), each with its prompt and CDPruner's text model.
+"""The models scripts/bench_latency.py (and ttft_check.py) time: LLaVA-1.5-7B and LLaVA-Video-7B-Qwen2 at
+their real shapes with random weights (latency does not depend on the weights, so nothing is downloaded), or
+tiny widths with the real token grids and encoder depths (for tests), each with its prompt and CDPruner's
+text model.
 
 Prompt, layout, frame sampling and time instruction come from the model's own config
 (configs/model/llava15_7b.yaml, llava_video_7b.yaml), so the benchmark feeds the LLM exactly the
@@ -13,7 +14,6 @@ are then about as many tokens as Qwen2 makes of them).
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,23 +31,19 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_encoder import CLIP_L_336, SIGLIP_SO400M_384  # noqa: E402
-from bench_pruners import clip_l_text_and_projections  # noqa: E402
-
-from baselines.pruners import build_tiny_clip  # noqa: E402
-from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip  # noqa: E402
-from evoprune.harness.models.loading import (  # noqa: E402
+from baselines.pruners import build_tiny_clip
+from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip
+from evoprune.harness.benchmarks.shapes import CLIP_L_336, SIGLIP_SO400M_384, clip_l_text_and_projections
+from evoprune.harness.models.loading import (
     LoadedModel,
     clip_image_processor,
     llava_config,
     loaded_model,
     siglip_image_processor,
 )
-from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer  # noqa: E402
+from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer
+
+ROOT = Path(__file__).resolve().parents[3]
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 QWEN2_7B = dict(
