@@ -34,6 +34,7 @@ from transformers import (
 from baselines.pruners import build_tiny_clip
 from baselines.siglip_relevance import build_siglip_text_and_head, build_tiny_siglip
 from evoprune.harness.benchmarks.shapes import CLIP_L_336, SIGLIP_SO400M_384, clip_l_text_and_projections
+from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.models.loading import (
     LoadedModel,
     clip_image_processor,
@@ -42,8 +43,6 @@ from evoprune.harness.models.loading import (
     siglip_image_processor,
 )
 from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN, QWEN_CHAT_TOKENS, build_byte_tokenizer
-
-ROOT = Path(__file__).resolve().parents[3]
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 QWEN2_7B = dict(
@@ -68,7 +67,7 @@ class ModelSpec:
 
     @property
     def model_cfg(self):
-        return OmegaConf.load(ROOT / "configs" / "model" / f"{self.config}.yaml")
+        return OmegaConf.load(CONFIG_DIR / "model" / f"{self.config}.yaml")
 
     @property
     def is_video(self) -> bool:

@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-_OUR_CODE = (str(_REPO_ROOT / "evoprune") + "/", str(_REPO_ROOT / "baselines") + "/")
+from evoprune.harness.common.paths import REPO_ROOT
+
+_OUR_CODE = (str(REPO_ROOT / "evoprune") + "/", str(REPO_ROOT / "baselines") + "/")
 _THIS_FILE = str(Path(__file__).resolve())
 
 # Ops whose result the host reads (or whose output shape depends on values): a sync on a GPU.
@@ -88,7 +89,7 @@ def _our_frame() -> str:
     while frame is not None:
         path = frame.f_code.co_filename
         if path.startswith(_OUR_CODE) and path != _THIS_FILE:
-            return f"{Path(path).relative_to(_REPO_ROOT)}:{frame.f_lineno}"
+            return f"{Path(path).relative_to(REPO_ROOT)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
 

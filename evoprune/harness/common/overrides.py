@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+from evoprune.harness.common.paths import CONFIG_DIR
+
 GROUPS = ("model", "pruner", "benchmark", "experiment")
 # Keys a run may add with `+` (README: sweeps and their cells).
 ADDABLE = ("experiment", "cell")

@@ -7,6 +7,8 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from evoprune.harness.common.paths import REPO_ROOT
+
 _PACKAGES = ("evoprune", "baselines")
 
 
@@ -27,11 +29,10 @@ def code_version() -> str:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The checkout's commit, with ``-dirty`` when it has changes (informational only)."""
-    root = Path(__file__).resolve().parents[3]
     try:
         result = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=root,
+            cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=10,

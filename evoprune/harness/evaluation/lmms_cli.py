@@ -28,15 +28,15 @@ from lmms_eval import utils as lmms_eval_utils
 
 from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.common.outputs import write_jsonl
+from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.evaluation.lmms_entry import MODEL_ID
 from evoprune.harness.evaluation.lmms_model import ERROR_ANSWER, PrunedLlava
-from evoprune.harness.evaluation.runner import REPO_ROOT, load_pruned_model
+from evoprune.harness.evaluation.runner import load_pruned_model
 from evoprune.harness.evaluation.settings import check_config
 from evoprune.harness.inference.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.inference.runtime import build_runtime
 from evoprune.harness.models.loading import locate_weights
 
-CONFIG_DIR = REPO_ROOT / "configs"
 MAX_LISTED_ERRORS = 20
 
 # run.py settings that lmms-eval's CLI decides itself, with where to set them instead.

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from evoprune.harness.common.errors import ConfigError, DataUnavailableError
 from evoprune.harness.common.machine_load import load_warning, machine_load, snapshot
 from evoprune.harness.common.outputs import staged_directory, write_json, write_jsonl, write_text
+from evoprune.harness.common.paths import REPO_ROOT
 from evoprune.harness.common.run_lock import check_not_held, run_folder_lock
 from evoprune.harness.data.real_data import check_local_data, local_task_configs, task_data
 from evoprune.harness.evaluation.lmms_model import PrunedLlava
@@ -40,7 +41,6 @@ from evoprune.harness.results.report import latency_summary, relative_latency, r
 from evoprune.harness.results.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
 from evoprune.harness.results.video_metrics import derived_metrics
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 NATIVE_RUN = "none-all"
 
 

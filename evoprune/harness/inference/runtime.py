@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch._dynamo.utils import counters
+
+from evoprune.harness.common.paths import CONFIG_DIR
 
 RUNTIMES = ("eager", "compiled")
 WARMUP_NEW_TOKENS = 2  # a prefill and at least one decode step
@@ -94,7 +95,7 @@ def configured_compile():
     """``configs/config.yaml``'s ``compile`` settings, for scripts that build a runtime without run.py."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(Path(__file__).resolve().parents[3] / "configs" / "config.yaml").compile
+    return OmegaConf.load(CONFIG_DIR / "config.yaml").compile
 
 
 def _compile_options(compile_cfg, device: torch.device, part: str) -> dict:

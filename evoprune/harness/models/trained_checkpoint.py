@@ -17,10 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from evoprune.harness.common.errors import ModelUnavailableError
+from evoprune.harness.common.paths import REPO_ROOT
 from evoprune.harness.common.source import code_version
 
 FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parents[3]
 TRAINED_PARTS = ("model.multi_modal_projector.", "model.language_model.", "lm_head.", "model.image_newline")
 
 

@@ -38,9 +38,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_DOWN, Decimal
-from pathlib import Path
 
 import pandas as pd
+
+from evoprune.harness.common.paths import RESULTS_DIR
 
 # The paper's names of the compared methods, by pruner.method (figures and benchmark tables).
 METHOD_LABELS = {
@@ -58,7 +59,7 @@ METHOD_LABELS = {
     "random": "Random",
 }
 
-PAPER_DIR = Path(__file__).resolve().parents[3] / "results" / "paper"
+PAPER_DIR = RESULTS_DIR / "paper"
 
 
 @dataclass(frozen=True)
