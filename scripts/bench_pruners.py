@@ -35,9 +35,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import RESULTS, time_call, time_forward  # noqa: E402
 
 from baselines.cdpruner import cdpruner_select  # noqa: E402
 from baselines.dart import dart_select  # noqa: E402
@@ -50,7 +48,9 @@ from baselines.tome import ToMePruner  # noqa: E402
 from baselines.visionzip import contextual_count, visionzip_tokens  # noqa: E402
 from baselines.vispruner import vispruner_select  # noqa: E402
 from evoprune.harness.benchmarks.shapes import CLIP_L_336, clip_l_text_and_projections  # noqa: E402
+from evoprune.harness.benchmarks.timing import time_call, time_forward  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer  # noqa: E402
 
 LLM_WIDTH = 4096
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     meta = {"device": where, "dtype": str(dtype), "native_encoder_ms": native * 1e3, "repeats": args.repeats}
-    write_json(RESULTS / f"bench_pruners_{device.type}.json", {"meta": meta, "rows": rows})
-    write_text(RESULTS / f"bench_pruners_{device.type}.md", table + "\n")
+    write_json(RESULTS_DIR / f"bench_pruners_{device.type}.json", {"meta": meta, "rows": rows})
+    write_text(RESULTS_DIR / f"bench_pruners_{device.type}.md", table + "\n")
 
 
 if __name__ == "__main__":

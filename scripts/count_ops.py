@@ -19,15 +19,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_encoder import RESULTS  # noqa: E402
 
 import evoprune  # noqa: E402
 from evoprune.attention import fused_on_cpu  # noqa: E402
 from evoprune.harness.benchmarks.shapes import TOWERS  # noqa: E402
 from evoprune.harness.common.op_count import count_ops  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 
 TARGET = 2.5  # issue 25: the eager patched tower dispatches at most this many times Native's ops
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", choices=("real", "tiny"), default="real")
     parser.add_argument("--frames", type=int, default=8, help="SigLIP frames (CLIP: one image)")
     parser.add_argument("--schedule", default="skip")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     rows = count_tower("clip", args.shapes, 1, [128, 64, 32], args.schedule)
     rows += count_tower("siglip", args.shapes, args.frames, [64, 32, 16], args.schedule)

@@ -6,8 +6,8 @@ Steps 1 and 2 need torch and transformers only (the lent GPU machines have no lm
    relative error against the explicit formula in float64, whether the protected set (CTR 0.25) is
    the same, the output's largest error, and whether a fused kernel served it (else the explicit
    fallback). This is where the CUDA kernels' log-sum-exp conventions are checked.
-2. Encoder latency, eager: `bench_encoder.py` for CLIP-L/336 on one image and SigLIP-so400m on 64
-   frames (Native and the paper's budgets), which writes its own results/bench_encoder*_<device>.*.
+2. Encoder latency, eager (`evoprune.harness.benchmarks.encoder`, as `bench_encoder.py` runs it) for CLIP-L/336
+   on one image and SigLIP-so400m on 64 frames (Native and the paper's budgets): results/bench_encoder*_<device>.*.
 3. Time to first token, eager and compiled: `ttft_check.py` (LLaVA-1.5 at Native and 64 tokens, LLaVA-Video
    at 64 frames), which writes results/ttft_check_<device>.*. It needs the harness's packages (omegaconf,
    pillow, decord, this repo's transformers): on a lent machine from the wheels `make device-wheels`
@@ -31,10 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_encoder  # noqa: E402
-
 from evoprune import attention  # noqa: E402
+from evoprune.harness.benchmarks.encoder import EncoderBench, benchmark_encoder, result_stem  # noqa: E402
 from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.merge import protection_levels  # noqa: E402
 
@@ -42,11 +42,11 @@ SHAPES = {  # (label, heads, tokens, head dim)
     "real": [("CLIP-L/336", 16, 577, 64), ("SigLIP-so400m", 16, 729, 72)],
     "tiny": [("CLIP tiny", 2, 145, 16), ("SigLIP tiny", 2, 144, 16)],
 }
-ENCODER_RUNS = {  # bench_encoder arguments per shapes
-    "real": [["--tower", "clip"], ["--tower", "siglip", "--frames", "64"]],
+ENCODER_RUNS = {  # `EncoderBench` fields per shapes
+    "real": [{"tower": "clip"}, {"tower": "siglip", "frames": 64}],
     "tiny": [
-        ["--tower", "clip", "--shapes", "tiny", "--repeats", "1", "--warmup", "0"],
-        ["--tower", "siglip", "--shapes", "tiny", "--frames", "2", "--repeats", "1", "--warmup", "0"],
+        {"tower": "clip", "shapes": "tiny", "repeats": 1, "warmup": 0},
+        {"tower": "siglip", "shapes": "tiny", "frames": 2, "repeats": 1, "warmup": 0},
     ],
 }
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="real")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=bench_encoder.RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--clip", type=Path, help="the video the TTFT step reads (default: written with PyAV)")
     args = parser.parse_args(argv)
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = check_attention(device, args.shapes) if "attention" in args.steps else []
     tables = []
     for run in ENCODER_RUNS[args.shapes] if "encoder" in args.steps else []:
-        stem = bench_encoder.result_stem(run[1], device.type, _frames(run), args.shapes)
-        bench_encoder.main([*run, "--device", args.device, "--out", str(args.out)])
+        bench = EncoderBench(**run, device=args.device, out=args.out)
+        benchmark_encoder(bench)
+        stem = result_stem(bench.tower, device.type, bench.frames, bench.shapes)
         tables.append((args.out / f"{stem}.md").read_text())
 
     def write(tables: list[str]) -> str:  # after each step: a later step running out of time loses nothing
@@ -176,10 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         text = write([*tables, check_ttft(args, suffix)])
     print(text, end="")
     return 0 if all(row["same_protected_set"] for row in rows if row["dtype"] == "float32") else 1
-
-
-def _frames(run: list[str]) -> int:
-    return int(run[run.index("--frames") + 1]) if "--frames" in run else 1
 
 
 if __name__ == "__main__":

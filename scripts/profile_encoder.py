@@ -28,14 +28,13 @@ from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_encoder import RESULTS  # noqa: E402
 
 import evoprune  # noqa: E402
 from evoprune.harness.benchmarks.flops import encoder_flops  # noqa: E402
 from evoprune.harness.benchmarks.shapes import TOWERS  # noqa: E402
 from evoprune.harness.common.outputs import write_text  # noqa: E402
+from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
 from evoprune.schedules import token_counts  # noqa: E402
 
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--schedule", default="skip")
     parser.add_argument("--repeats", type=int, default=3, help="profiled forwards per side (minimum per op)")
     parser.add_argument("--shapes", choices=("real", "tiny"), default="real")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.frames < 1 or args.repeats < 1:
         parser.error("--frames and --repeats must be >= 1")

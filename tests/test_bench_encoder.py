@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_encoder  # noqa: E402
 
-from evoprune.harness.benchmarks import flops, shapes  # noqa: E402
+from evoprune.harness.benchmarks import encoder, flops, shapes  # noqa: E402
 
 
 def test_layer_flops_by_hand():
@@ -33,9 +33,7 @@ def test_predict_siglip_so400m_at_the_video_budgets():
 
     so400m = shapes.SIGLIP_SO400M_384
     schedules = {b: merge_schedule("skip", 729, b, 26, n=13, alpha=1.0) for b in (64, 32, 16)}
-    rows = bench_encoder.predict(
-        [64, 32, 16], 729, 26, 0, so400m["hidden_size"], so400m["intermediate_size"], schedules
-    )
+    rows = encoder.predict([64, 32, 16], 729, 26, 0, so400m["hidden_size"], so400m["intermediate_size"], schedules)
     # Native by hand: 26 layers of 8·729·1152² + 4·729²·1152 + 4·729·1152·4304.
     native = 26 * (8 * 729 * 1152**2 + 4 * 729**2 * 1152 + 4 * 729 * 1152 * 4304)
     assert rows[729] == (pytest.approx(native / 1e9), 1.0)
@@ -44,13 +42,14 @@ def test_predict_siglip_so400m_at_the_video_budgets():
 
 
 def test_result_names_keep_the_clip_ones():
-    assert bench_encoder.result_stem("clip", "cpu", 1, "real") == "bench_encoder_cpu"
-    assert bench_encoder.result_stem("siglip", "cpu", 64, "real") == "bench_encoder_siglip_f64_cpu"
-    assert bench_encoder.result_stem("siglip", "cuda", 8, "tiny") == "bench_encoder_siglip_f8_cuda_tiny"
+    assert encoder.result_stem("clip", "cpu", 1, "real") == "bench_encoder_cpu"
+    assert encoder.result_stem("siglip", "cpu", 64, "real") == "bench_encoder_siglip_f64_cpu"
+    assert encoder.result_stem("siglip", "cuda", 8, "tiny") == "bench_encoder_siglip_f8_cuda_tiny"
 
 
 def test_tower_defaults():
-    clip = bench_encoder.parse_args([])
+    clip, render = bench_encoder.parse_args([])
+    assert render is None
     assert (clip.frames, clip.budgets, clip.repeats, clip.order, clip.stat) == (
         1,
         [128, 64, 32],
@@ -59,7 +58,7 @@ def test_tower_defaults():
         "median",
     )
     assert clip.warmup_frames == 1 and clip.patches == 576
-    siglip = bench_encoder.parse_args(["--tower", "siglip"])
+    siglip = encoder.EncoderBench(tower="siglip")
     assert (siglip.frames, siglip.budgets, siglip.order, siglip.stat) == (64, [64, 32, 16], "interleaved", "min")
     assert siglip.patches == 729 and siglip.config.num_hidden_layers == 26 and not siglip.config.vision_use_head
 
@@ -110,7 +109,7 @@ def test_clip_table_renders_as_before():
     # The CLIP single-image result (written before SigLIP was added) renders to its committed .md unchanged.
     results = Path(__file__).resolve().parents[1] / "results"
     data = json.loads((results / "bench_encoder_cpu.json").read_text())
-    assert bench_encoder.render(data) + "\n" == (results / "bench_encoder_cpu.md").read_text()
+    assert encoder.render(data) + "\n" == (results / "bench_encoder_cpu.md").read_text()
 
 
 def test_render_rebuilds_the_md_from_the_json(tmp_path):
