@@ -15,11 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_latency  # noqa: E402
 
 from baselines.pooling import nearest_square_side  # noqa: E402
-from evoprune.harness.benchmarks import flops  # noqa: E402
+from evoprune.harness.benchmarks import (  # noqa: E402
+    flops,
+    latency,
+    latency_journal,
+    latency_models,
+    latency_report,
+    latency_runs,
+    latency_summary,
+)
 from evoprune.harness.inference.evoprune_pruner import EvoPrunePruner  # noqa: E402
 from evoprune.harness.inference.pruning import Pruner  # noqa: E402
 
-ALL_METHODS = (*bench_latency.METHODS, *bench_latency.EXTRA_METHODS)
+ALL_METHODS = (*latency_runs.METHODS, *latency_runs.EXTRA_METHODS)
 # Methods that hand the projector fewer tokens than the tower's grid (so the FLOP model predicts a pre-LLM gain).
 FEWER_TO_PROJECTOR = ("evoprune", "tome", "visionzip", "pooling")
 
@@ -56,20 +64,20 @@ def test_projector_flops_by_hand():
 
 def test_scaled_prefill_extrapolates_the_final_length_layers():
     # Uniform length: the two missing layers cost the mean of the measured ones (0.3 s).
-    assert bench_latency.scaled_prefill(1.0, [0.2, 0.4], [10, 10], 4) == pytest.approx(1.6)
+    assert latency_runs.scaled_prefill(1.0, [0.2, 0.4], [10, 10], 4) == pytest.approx(1.6)
     # DART-like: only the layer at the pruned length (6 tokens) stands for the missing ones.
-    assert bench_latency.scaled_prefill(1.0, [0.2, 0.2, 0.1], [10, 10, 6], 5) == pytest.approx(1.2)
-    assert bench_latency.scaled_prefill(1.0, [0.2, 0.2], [10, 10], 2) == 1.0
+    assert latency_runs.scaled_prefill(1.0, [0.2, 0.2, 0.1], [10, 10, 6], 5) == pytest.approx(1.2)
+    assert latency_runs.scaled_prefill(1.0, [0.2, 0.2], [10, 10], 2) == 1.0
     with pytest.raises(ValueError):
-        bench_latency.scaled_prefill(1.0, [0.2, 0.2, 0.2], [10, 10, 10], 2)
+        latency_runs.scaled_prefill(1.0, [0.2, 0.2, 0.2], [10, 10, 10], 2)
 
 
 def test_tile_frames_repeats_cyclically():
     import torch
 
-    tiled = bench_latency.tile_frames(torch.arange(3)[:, None], 7)
+    tiled = latency_runs.tile_frames(torch.arange(3)[:, None], 7)
     assert tiled.flatten().tolist() == [0, 1, 2, 0, 1, 2, 0]
-    assert bench_latency.tile_frames(None, 7) is None
+    assert latency_runs.tile_frames(None, 7) is None
 
 
 def _read(path: Path) -> list[dict]:
@@ -92,7 +100,7 @@ def test_image_csv_has_native_and_every_method_at_every_budget(image_run):
     for row in rows:
         assert row["repeats"] == "1" and row["frames"] == "1"
         assert "1 of 4 full-width decoder layers measured" in row["measurement"]  # tiny LLM
-        for name in bench_latency.TIMED:
+        for name in latency_runs.TIMED:
             value = float(row[f"{name}_ms"])
             assert math.isfinite(value) and value > 0, (row["method"], row["budget"], name, value)
 
@@ -100,7 +108,7 @@ def test_image_csv_has_native_and_every_method_at_every_budget(image_run):
 def test_image_speedups(image_run):
     _, rows = image_run
     native, pruned = rows[0], rows[1:]
-    for name in bench_latency.SPEEDUPS:
+    for name in latency_runs.SPEEDUPS:
         assert float(native[f"speedup_{name}"]) == 1.0
         assert float(native[f"predicted_{name}"]) == 1.0
     for row in pruned:
@@ -169,7 +177,7 @@ def test_video_vision_side_is_scaled_linearly_and_prefill_shared(video_run):
     by_key = {(int(r["frames"]), r["method"], int(r["budget"])): r for r in rows}
     for method, budget in [("none", 169), ("evoprune", 16), ("cdpruner", 64)]:
         one, four = by_key[1, method, budget], by_key[4, method, budget]
-        for stage in bench_latency.PER_FRAME_STAGES:
+        for stage in latency_runs.PER_FRAME_STAGES:
             assert float(four[f"{stage}_ms"]) == pytest.approx(4 * float(one[f"{stage}_ms"]), rel=1e-4)
         assert float(four["pruning_ms"]) > 0  # measured on the 4 tiled frames, not scaled
         assert "vision side measured on 1 of 4 frames" in four["measurement"]
@@ -191,7 +199,7 @@ def test_video_figure_and_rerender(video_run, tmp_path):
 
 
 def test_killed_run_resumes_after_its_last_completed_round(tmp_path, monkeypatch):
-    real_round, calls = bench_latency.one_round, []
+    real_round, calls = latency.one_round, []
 
     def dies_in_second_round(*args, **kwargs):
         calls.append(kwargs.get("warmup"))
@@ -199,7 +207,7 @@ def test_killed_run_resumes_after_its_last_completed_round(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_round(*args, **kwargs)
 
-    monkeypatch.setattr(bench_latency, "one_round", dies_in_second_round)
+    monkeypatch.setattr(latency, "one_round", dies_in_second_round)
     args = ["--model", "llava_video", "--shapes", "tiny", "--device", "cpu", "--frames", "1", "4", "--budgets", "16"]
     args += ["--repeats", "2", "--warmup", "0", "--out", str(tmp_path)]
     with pytest.raises(KeyboardInterrupt):
@@ -217,10 +225,10 @@ def test_killed_run_resumes_after_its_last_completed_round(tmp_path, monkeypatch
 
 def test_journal_of_other_arguments_is_not_reused(tmp_path, capsys):
     path = tmp_path / "journal.json"
-    journal = bench_latency.Journal(path, {"frames": [1, 4]})
+    journal = latency_journal.Journal(path, {"frames": [1, 4]})
     journal.add({"vision": {}, "preprocess": {}, "llm": {}})
-    assert len(bench_latency.Journal(path, {"frames": [1, 4]}).rounds) == 1
-    assert bench_latency.Journal(path, {"frames": [1, 8]}).rounds == []
+    assert len(latency_journal.Journal(path, {"frames": [1, 4]}).rounds) == 1
+    assert latency_journal.Journal(path, {"frames": [1, 8]}).rounds == []
     assert "starting afresh" in capsys.readouterr().out
 
 
@@ -228,9 +236,9 @@ def test_journal_of_other_arguments_is_not_reused(tmp_path, capsys):
     "argv, message",
     [
         (["--frames", "8"], "reads one image"),
-        (["--model", "llava_video", "--budgets", "64", "--figure-budget", "32"], "--figure-budget 32"),
+        (["--model", "llava_video", "--budgets", "64", "--figure-budget", "32"], "figure_budget=32"),
         (["--model", "llava_video", "--frames", "0"], "must be >= 1"),
-        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--repeats", "0"], "repeats=0 must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_before_building_anything(argv, message, capsys):
@@ -248,7 +256,7 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
             for e, p, f in zip(encoder, pruning, prefill, strict=True)
         ]
         pruner = EvoPrunePruner(budget) if method == "evoprune" else Pruner(budget)
-        return bench_latency.Run(method, budget, pruner=pruner), samples
+        return latency_runs.Run(method, budget, pruner=pruner), samples
 
     runs, samples = zip(
         run("none", None, [2.0, 2.0, 2.0], [0.0] * 3, [9.0] * 3),
@@ -257,7 +265,7 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
         strict=True,
     )
     tokens = [632, 120, 120]
-    medians = bench_latency.stage_medians(list(runs), list(samples), tokens, pool=True)
+    medians = latency_summary.stage_medians(list(runs), list(samples), tokens, pool=True)
     # Native encoder pooled over native + FasterVLM (six samples: 2, 2, 2, 5, 5, 5 → median 3.5);
     # EvoPrune's encoder is its own; the 120-token prefill is pooled over FasterVLM and EvoPrune.
     assert medians[0]["vision_encoder"] == medians[1]["vision_encoder"] == 3.5
@@ -266,7 +274,7 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
     assert medians[1]["pruning"] == 0.2 and medians[1]["own_vision_encoder"] == 5.0
     assert medians[1]["pre_llm"] == pytest.approx(3.5 + 0.1 + 0.2)
     assert medians[1]["ttft"] == pytest.approx(0.01 + 3.5 + 0.1 + 0.2 + 2.0)
-    unpooled = bench_latency.stage_medians(list(runs), list(samples), tokens, pool=False)
+    unpooled = latency_summary.stage_medians(list(runs), list(samples), tokens, pool=False)
     assert unpooled[1]["vision_encoder"] == 5.0 and unpooled[1]["ttft"] == pytest.approx(0.01 + 5.3 + 3.0)
 
 
@@ -297,13 +305,13 @@ def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
     assert ttft_eager == pytest.approx(rows[2]["ttft_ms"], abs=0.05)
     assert ttft_compiled == pytest.approx(rows[3]["ttft_ms"], abs=0.05)
     assert (tmp_path / "bench_latency_cpu_tiny.tex").read_text().count(r"\begin{tabular}") == 2
-    titles = [title for title, _ in bench_latency.figure_panels(bench_latency.MODELS["llava15"], rows, 64)]
+    titles = [title for title, _ in latency_report.figure_panels(latency_models.MODELS["llava15"], rows, 64)]
     assert titles == ["64 visual tokens, eager", "64 visual tokens, compiled"]
     assert (tmp_path / "figures" / "fig3_ttft_cpu_tiny.png").exists()
 
 
 def test_the_compiled_runtime_alone_has_files_of_its_own():
-    spec = bench_latency.MODELS["llava_video"]
-    assert bench_latency.output_stem(spec, "cuda", "real", ["compiled"]) == "bench_latency_video_cuda_compiled"
-    assert bench_latency.output_stem(spec, "cuda", "real", ["eager", "compiled"]) == "bench_latency_video_cuda"
-    assert bench_latency.output_stem(spec, "cpu", "tiny", ["eager"]) == "bench_latency_video_cpu_tiny"
+    spec = latency_models.MODELS["llava_video"]
+    assert latency_report.output_stem(spec, "cuda", "real", ["compiled"]) == "bench_latency_video_cuda_compiled"
+    assert latency_report.output_stem(spec, "cuda", "real", ["eager", "compiled"]) == "bench_latency_video_cuda"
+    assert latency_report.output_stem(spec, "cpu", "tiny", ["eager"]) == "bench_latency_video_cpu_tiny"
