@@ -18,6 +18,7 @@ import render_fig3  # noqa: E402
 from evoprune.harness.common.outputs import write_json  # noqa: E402
 from evoprune.harness.evaluation.runner import run_dir  # noqa: E402
 from evoprune.harness.evaluation.sweep import job_configs  # noqa: E402
+from evoprune.harness.reports import fig3  # noqa: E402
 from evoprune.harness.results.resume import RUN_RECORD, identity_config  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -79,7 +80,7 @@ def _bench_csv(path: Path) -> Path:
 
 def _render(tmp_path: Path, bench: Path):
     overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'runs'}", f"experiment.bench_csv={bench}"]
-    return render_fig3.render(overrides, tmp_path / "tables", tmp_path / "figures"), overrides
+    return fig3.render(overrides, tmp_path / "tables", tmp_path / "figures"), overrides
 
 
 @pytest.mark.parametrize(("fig3", "table2"), [("fig3", "table2"), ("fig3_smoke", "table2_smoke")])
@@ -133,7 +134,7 @@ def test_bars_come_from_the_runs_when_natives_run_is_complete(tmp_path):
     assert "| FasterVLM | eager | 64 | — | — | — | — | — | — | — | — | — |" in md
     assert "Not drawn: compiled (no Native in this source)" in md
     assert "| EvoPrune | TTFT | 2x | 2.10x |" in md and "| 1.3x-1.4x | 1.24x (1 of 5) |" in md
-    assert "runs: model=tiny_llava_video, limit=None, 4 samples of smoke_videomme" in render_fig3.title(
+    assert "runs: model=tiny_llava_video, limit=None, 4 samples of smoke_videomme" in fig3.title(
         *_title_args(tmp_path, bench)
     )
     assert figure.read_bytes().startswith(PNG_MAGIC)
@@ -146,7 +147,7 @@ def _title_args(tmp_path: Path, bench: Path):
     with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
         jobs = job_configs(cfg)
-    frame, source, _ = render_fig3.collect(cfg, jobs)
+    frame, source, _ = fig3.collect(cfg, jobs)
     return cfg, frame, source
 
 
@@ -170,7 +171,7 @@ def test_without_natives_run_every_bar_comes_from_the_bench_csv_rows_of_the_mode
     assert float(ours.loc["divprune", "other_ms"]) == 250.0
     assert (ours.loc[["fastervlm", "vispruner"], "ttft_ms"] == "—").all()  # fastervlm only measured at 64 frames
     cfg, drawn, source = _title_args(tmp_path, bench)
-    assert render_fig3.title(cfg, drawn, source).startswith("scripts/bench_latency.py (random weights, 8 frames")
+    assert fig3.title(cfg, drawn, source).startswith("scripts/bench_latency.py (random weights, 8 frames")
     assert "all layers measured on cpu" in (tmp_path / "tables" / "fig3_smoke.md").read_text()
     assert figure.read_bytes().startswith(PNG_MAGIC)
 
@@ -206,7 +207,7 @@ def test_both_runtimes_drawn_side_by_side_each_over_its_own_native(tmp_path):
         _write_run(folders["none"], _stages(2.0 * scale, 0.5, 0.0, 4.0 * scale))
         _write_run(folders["evoprune"], _stages(1.0, 0.1, 0.0, 2.0 * scale))
     overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'runs'}", "runtime=compiled"]
-    render_fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
     ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke_compiled.csv")
     ours = ours[ours.block == "ours"]
     assert ours[["method", "runtime"]].head(4).values.tolist() == [
@@ -228,7 +229,7 @@ def test_both_runtimes_drawn_side_by_side_each_over_its_own_native(tmp_path):
     compiled = frame.assign(runtime="compiled", vision_encoder_ms=frame.vision_encoder_ms / 4)
     pd.concat([frame, compiled]).to_csv(bench, index=False)
     overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'none'}", f"experiment.bench_csv={bench}"]
-    render_fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    fig3.render(overrides, tmp_path / "tables", tmp_path / "figures")
     ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke.csv")
     native = ours[(ours.block == "ours") & (ours.method == "none")].set_index("runtime")
     assert native.encoder_ms.astype(float).to_dict() == {"eager": 1000.0, "compiled": 250.0}

@@ -3,21 +3,15 @@ scores and encoder time read from complete runs only."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import render_fig4  # noqa: E402
-
 import evoprune  # noqa: E402
 from evoprune.harness.common.outputs import write_json  # noqa: E402
 from evoprune.harness.evaluation.sweep import job_configs  # noqa: E402
+from evoprune.harness.reports import fig4  # noqa: E402
 from evoprune.harness.results.resume import RUN_RECORD  # noqa: E402
 
 
@@ -32,7 +26,7 @@ def test_six_schedules_at_three_budgets_each_get_their_own_run_folder():
 
     jobs = _jobs()
     cells = {(job.pruner.schedule, job.budget) for job in jobs}
-    assert cells == {(s, b) for s in render_fig4.STRATEGY_LABELS for b in (16, 32, 64)}
+    assert cells == {(s, b) for s in fig4.STRATEGY_LABELS for b in (16, 32, 64)}
     assert len({run_dir(job) for job in jobs}) == 18
 
 
@@ -42,7 +36,7 @@ def test_drawn_merge_counts_are_the_ones_the_patched_tower_uses():
     )
     tower = SiglipVisionModel(config)
     jobs = _jobs()
-    counts = render_fig4.schedules(jobs, 26, 729)
+    counts = fig4.schedules(jobs, 26, 729)
     for job in jobs:
         evoprune.patch(tower, int(job.budget), job.pruner.schedule, feature_layer=-1)
         assert counts[(job.pruner.schedule, int(job.budget))] == evoprune.schedule_of(tower), job.pruner.name
@@ -64,14 +58,14 @@ def test_only_complete_runs_are_read_and_missing_ones_show_as_missing(tmp_path):
     unfinished = run_dir(jobs[1])  # results without a completion record are not read
     write_json(unfinished / "metrics.json", {"derived": {"mvbench_test": {"value": 99.0}}})
     write_json(unfinished / "latency.json", {"overall": {"vision_encoder": 9.0}})
-    frame = render_fig4.collect(jobs)
+    frame = fig4.collect(jobs)
     first, second = frame.iloc[0], frame.iloc[1]
     assert (first["MVBench"], first["encoder_s"]) == (41.5, 0.25)
     assert first[["LongVideoBench", "Video-MME"]].isna().all() and second[["MVBench", "encoder_s"]].isna().all()
-    table = render_fig4.markdown(frame)
+    table = fig4.markdown(frame)
     assert "| Mean | 16 | 41.5 | — | — | 0.250 |" in table and table.count("—") == 2 + 17 * 4
 
 
 def test_an_image_experiment_is_refused(tmp_path):
-    with pytest.raises(render_fig4.ConfigError, match="LLaVA-Video"):
-        render_fig4.render(["+experiment=fig4_smoke", "model=tiny_llava", "benchmark=smoke_image"], tmp_path, tmp_path)
+    with pytest.raises(fig4.ConfigError, match="LLaVA-Video"):
+        fig4.render(["+experiment=fig4_smoke", "model=tiny_llava", "benchmark=smoke_image"], tmp_path, tmp_path)

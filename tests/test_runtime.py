@@ -2,7 +2,6 @@
 compiled calls, compilation kept in the warm-up, and the run's identity, folder and report."""
 
 import json
-import sys
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from evoprune.harness.inference.runtime import (
     decode_step,
     tower_hidden_states,
 )
+from evoprune.harness.reports import paper_table
 
 IMAGE = Image.new("RGB", (64, 48), (200, 40, 90))
 
@@ -133,11 +133,8 @@ def test_bad_runtime_settings_are_config_errors(overrides, message):
 
 
 def test_a_compiled_sweeps_table_has_its_own_files_and_says_its_runtime(tmp_path):
-    sys.path.insert(0, str(runner.REPO_ROOT / "scripts"))
-    import render_table
-
     overrides = ["+experiment=table1_smoke", "limit=2", "runtime=compiled", f"output_dir={tmp_path / 'runs'}"]
-    written = render_table.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    written = paper_table.render(overrides, tmp_path / "tables", tmp_path / "figures")
     assert written == tmp_path / "tables" / "table1_smoke_compiled.md"  # the eager table1_smoke.* stays
     text = written.read_text()
     assert text.startswith("# Table 1: table1_smoke (runtime=compiled)") and "limit=2, runtime=compiled;" in text
