@@ -143,18 +143,20 @@ def chance_of_at_least(right: int, questions: int, chance: float) -> float:
     )
 
 
-def assert_packed_as_alone(train_tiny, model, examples, blocks) -> None:
+def assert_packed_as_alone(model, examples, blocks) -> None:
     """Each item of ``blocks`` (rows of items of one scene) scores in its packed row as in its own sequence:
     the same logits (to 1e-5) and targets."""
+    from evoprune.harness.training.trainer import logits_of, sequences
+
     with torch.no_grad():
-        embeds, labels, mask, positions, _ = train_tiny.sequences(model, examples, blocks, 1.0)
-        packed = train_tiny.logits_of(model, embeds, mask, positions)
+        embeds, labels, mask, positions, _ = sequences(model, examples, blocks, 1.0)
+        packed = logits_of(model, embeds, mask, positions)
         for row, block in enumerate(blocks):
             end = len(block[0][1]) + examples.visual_length(block[0][0])
             for item in block:
-                alone = train_tiny.sequences(model, examples, [[item]], 1.0)
+                alone = sequences(model, examples, [[item]], 1.0)
                 length = len(item[2]) + len(item[3]) - 1
-                expected = train_tiny.logits_of(model, *[alone[0], alone[2], alone[3]])[0, -length:]
+                expected = logits_of(model, *[alone[0], alone[2], alone[3]])[0, -length:]
                 assert torch.allclose(packed[row, end : end + length], expected, atol=1e-5)
                 assert torch.equal(labels[row, end : end + length], alone[1][0, -length:])
                 end += length

@@ -17,6 +17,7 @@ from conftest import (
     train_tiny_script,
 )
 
+from evoprune.harness.data.generated_data import COLORS, SHAPES
 from evoprune.harness.data.shapes_data import (
     CELL_NAMES,
     CHANCE,
@@ -30,6 +31,10 @@ from evoprune.harness.data.shapes_data import (
 )
 from evoprune.harness.models.loading import load_model, sincos_2d
 from evoprune.harness.models.trained_checkpoint import CheckpointError
+from evoprune.harness.training.examples import Examples
+from evoprune.harness.training.guide import CATEGORIES, COUNT_HEADS, SHAPE_HEADS, AttentionGuide
+from evoprune.harness.training.prompts import referents, task_prompts
+from evoprune.harness.training.trainer import sequences, untrained_model
 
 
 def _answers_match_scene(scene, docs):
@@ -88,32 +93,30 @@ def test_description_and_foreground_follow_the_scene():
 
 
 def test_referents_are_the_shapes_the_question_names_in_order():
-    train_tiny = train_tiny_script()
     red = {"color": "red", "cell": 0, "shape": "circle"}
     blue = {"color": "blue", "cell": 4, "shape": "square"}
     scene = {"shapes": [red, blue]}
     question = "Is the green shape to the left of the red shape?"
-    named = train_tiny.referents(question, "left_of", scene)
+    named = referents(question, "left_of", scene)
     # green is absent; "left" in "to the left of" names no cell
     assert [(item, question[start:end]) for item, (start, end) in named] == [(None, "green"), (red, "red")]
     question = "What shape is at the center?"
-    assert [(item, question[slice(*span)]) for item, span in train_tiny.referents(question, "shape_at", scene)] == [
+    assert [(item, question[slice(*span)]) for item, span in referents(question, "shape_at", scene)] == [
         (blue, "center")
     ]
-    assert train_tiny.referents("How many shapes are there?", "count", scene) == [(red, None), (blue, None)]
+    assert referents("How many shapes are there?", "count", scene) == [(red, None), (blue, None)]
 
 
 @pytest.fixture(scope="module")
 def shapes_examples():
-    train_tiny = train_tiny_script()
     cfg = _trained_cfg()
-    loaded = train_tiny.untrained_model(cfg, 600, training_docs(3, seed=0, rounds=2))
-    return train_tiny, loaded, train_tiny.Examples(loaded, cfg, training_docs(3, seed=0, rounds=2), 1, "test")
+    loaded = untrained_model(cfg, 600, training_docs(3, seed=0, rounds=2))
+    return loaded, Examples(loaded, cfg, training_docs(3, seed=0, rounds=2), 1, "test")
 
 
 def test_the_tokenizer_is_learned_deterministically_with_each_place_one_token(shapes_examples):
-    train_tiny, loaded, _ = shapes_examples
-    again = train_tiny.untrained_model(_trained_cfg(), 600, training_docs(3, seed=0, rounds=2))
+    loaded, _ = shapes_examples
+    again = untrained_model(_trained_cfg(), 600, training_docs(3, seed=0, rounds=2))
     assert loaded.tokenizer.backend_tokenizer.to_str() == again.tokenizer.backend_tokenizer.to_str()
     tokens = loaded.tokenizer.tokenize("Is the shape at the bottom right red?")
     assert "at the bottom right" in tokens and len(tokens) < 10
@@ -122,14 +125,14 @@ def test_the_tokenizer_is_learned_deterministically_with_each_place_one_token(sh
         loaded.tokenizer.decode(ids, skip_special_tokens=True)
         == "What color is the shape at the top left? ASSISTANT: yellow"
     )
-    byte_level = train_tiny.untrained_model(_trained_cfg(), 0, [])
+    byte_level = untrained_model(_trained_cfg(), 0, [])
     assert len(byte_level.tokenizer) < len(loaded.tokenizer)
     towers = [model.model.model.vision_tower.state_dict() for model in (loaded, byte_level)]
     assert all(torch.equal(towers[0][name], towers[1][name]) for name in towers[0])  # the tower ignores the vocabulary
 
 
 def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_token(shapes_examples):
-    train_tiny, loaded, examples = shapes_examples
+    loaded, examples = shapes_examples
     scenes = [scene for scene, _, _ in training_docs(3, seed=0, rounds=2)]
     decode = loaded.tokenizer.decode
     checked = set()
@@ -142,18 +145,18 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
         by_depth = {(depth, head, at): (kind, keys, attrs) for depth, head, at, kind, keys, attrs in guides}
         kind, keys, asked = by_depth[0, 2, final]
         assert decode([suffix[k] for k in keys]).strip().endswith("?")
-        assert train_tiny.CATEGORIES[asked["category"]] == label.split("/")[1]
+        assert CATEGORIES[asked["category"]] == label.split("/")[1]
         if label.endswith("/color_at") and not label.startswith("shapes_yesno"):
             (word,) = {at for depth, head, at, kind, *_ in guides if depth == 0 and kind == "image" and at != final}
-            cell = train_tiny.CELL_NAMES.index(decode([suffix[word]]).strip().removeprefix("at the "))
+            cell = CELL_NAMES.index(decode([suffix[word]]).strip().removeprefix("at the "))
             item = next(item for item in scene["shapes"] if item["cell"] == cell)
             kind, patches, attributes = by_depth[0, 0, word]
-            assert kind == "image" and attributes["color"] == list(train_tiny.COLORS).index(item["color"])
+            assert kind == "image" and attributes["color"] == list(COLORS).index(item["color"])
             assert np.array_equal(np.flatnonzero(foreground_patches({**scene, "shapes": [item]}, 14)), patches)
             kind, keys, carried = by_depth[1, 0, final]
-            box_kind, box, told = by_depth[0, train_tiny.SHAPE_HEADS, word]
+            box_kind, box, told = by_depth[0, SHAPE_HEADS, word]
             assert box_kind == "image" and np.array_equal(box, patches)
-            assert told == {"shape": train_tiny.SHAPES.index(item["shape"])}
+            assert told == {"shape": SHAPES.index(item["shape"])}
             assert kind == "text" and keys.tolist() == [word] and carried == {**attributes, **told}
             checked.add("color_at")
         if label.startswith("shapes_mcq"):
@@ -172,7 +175,7 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
             checked.add("mcq")
         if label.endswith("count"):
             occupied = [int(any(item["cell"] == cell for item in scene["shapes"])) for cell in range(9)]
-            kind, patches, told = by_depth[0, train_tiny.COUNT_HEADS, final]
+            kind, patches, told = by_depth[0, COUNT_HEADS, final]
             assert told == {"cells": occupied} and (1, 0, final) not in by_depth
             assert np.array_equal(patches, np.flatnonzero(foreground_patches(scene, 14)))
             assert by_depth[1, None, final][2] == {"count": len(scene["shapes"]) - 2}  # counts run 2-5
@@ -181,25 +184,23 @@ def test_guides_look_up_each_named_place_at_its_word_and_read_it_from_the_last_t
 
 
 def test_packed_items_score_as_if_each_had_its_own_sequence(shapes_examples):
-    train_tiny, loaded, examples = shapes_examples
+    loaded, examples = shapes_examples
     model = loaded.model
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         items = examples.by_scene()[1]
-        assert_packed_as_alone(train_tiny, model, examples, [items[:3], items[3:]])
+        assert_packed_as_alone(model, examples, [items[:3], items[3:]])
     model.set_attn_implementation("sdpa")
 
 
 def test_the_guide_measures_the_models_own_attention(shapes_examples):
-    train_tiny, loaded, examples = shapes_examples
+    loaded, examples = shapes_examples
     model = loaded.model
     model.set_attn_implementation("eager")
-    guide = train_tiny.AttentionGuide(model.model.language_model, 0, spread_weight=3.0)
+    guide = AttentionGuide(model.model.language_model, 0, spread_weight=3.0)
     rows = [[item for item in examples.by_scene()[0] if item[4] != "describe"]]
     with torch.no_grad():
-        embeds, _, mask, positions, guides = train_tiny.sequences(
-            model, examples, rows, 0.3, torch.Generator().manual_seed(0)
-        )
+        embeds, _, mask, positions, guides = sequences(model, examples, rows, 0.3, torch.Generator().manual_seed(0))
         attentions = model.model.language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_attentions=True
         ).attentions
@@ -337,8 +338,7 @@ def held_out_samples():
     """Two held-out questions per shapes task: (image, prompt, id)."""
     from PIL import Image
 
-    train_tiny = train_tiny_script()
-    folder, prompts, samples = ensure_shapes_data(), train_tiny.task_prompts(), []
+    folder, prompts, samples = ensure_shapes_data(), task_prompts(), []
     for task in TASKS:
         for line in (folder / f"{task}.jsonl").read_text().splitlines()[:2]:
             doc = json.loads(line)

@@ -14,7 +14,6 @@ from conftest import (
     chance_of_at_least,
     compose_config,
     local_task_manager,
-    train_tiny_script,
 )
 from PIL import Image
 
@@ -30,6 +29,9 @@ from evoprune.harness.data.smoke_video import (
     training_clips,
 )
 from evoprune.harness.inference.video import sample_frame_indices
+from evoprune.harness.training.examples import ClipExamples
+from evoprune.harness.training.prompts import answer_letter, task_prompts
+from evoprune.harness.training.trainer import untrained_model
 
 MODEL = "model=tiny_llava_video_trained"
 TASK_GROUPS = ("smoke_mvbench", "smoke_longvideobench", "smoke_videomme")  # the benchmark's three tasks
@@ -70,14 +72,13 @@ def test_training_clips_are_not_the_evaluation_clips():
 
 
 def test_every_training_clip_asks_every_kind_in_every_format_answered_by_the_clip():
-    train_tiny = train_tiny_script()
     for clip, docs in training_clips(24, seed=0):
         assert {task: [doc_kind(task, doc) for doc in task_docs] for task, task_docs in docs.items()} == {
             task: list(kinds) for task, kinds in TASK_KINDS.items()
         }
         for task, task_docs in docs.items():
             for doc in task_docs:
-                letter = train_tiny.answer_letter(task, doc)
+                letter = answer_letter(task, doc)
                 assert _options(task, doc)["ABCDE".index(letter)] == _expected_truth(clip, doc_kind(task, doc))
 
 
@@ -93,11 +94,10 @@ def test_shapes_offered_that_are_not_in_the_clip_have_colours_not_in_it():
 
 @pytest.fixture(scope="module")
 def clip_examples():
-    train_tiny = train_tiny_script()
     cfg = _video_cfg()
-    loaded = train_tiny.untrained_model(cfg, 600, training_clips(3, seed=0))
-    examples = train_tiny.ClipExamples(loaded, cfg, training_clips(3, seed=0), "test")
-    return train_tiny, loaded, examples, [clip for clip, _ in training_clips(3, seed=0)]
+    loaded = untrained_model(cfg, 600, training_clips(3, seed=0))
+    examples = ClipExamples(loaded, cfg, training_clips(3, seed=0), "test")
+    return loaded, examples, [clip for clip, _ in training_clips(3, seed=0)]
 
 
 def _pooled_colours(clip: dict, frame: int) -> np.ndarray:
@@ -109,7 +109,7 @@ def _pooled_colours(clip: dict, frame: int) -> np.ndarray:
 def test_looks_find_their_shapes_in_the_first_and_last_frame(clip_examples):
     """The last prompt token looks at the mover in the first frame and every shape in the last; a question's
     colour word at its shape in each (nowhere when it is not there). Looked-at cells hold part of a shape."""
-    _, loaded, examples, clips = clip_examples
+    loaded, examples, clips = clip_examples
     decode = loaded.tokenizer.decode
     checked = collections.Counter()
     for index, _, suffix, _, _, guides in examples.items:
@@ -143,7 +143,7 @@ def test_looks_find_their_shapes_in_the_first_and_last_frame(clip_examples):
 
 
 def test_direction_is_told_from_the_first_and_last_cells(clip_examples):
-    _, _, examples, clips = clip_examples
+    _, examples, clips = clip_examples
     for index, _, suffix, _, label, guides in examples.items:
         mover, final = clips[index]["mover"], len(suffix) - 1
         by_look = {(at, head): told for _, head, at, kind, _, told in guides if kind == "image" and at != final}
@@ -158,7 +158,7 @@ def test_direction_is_told_from_the_first_and_last_cells(clip_examples):
 
 
 def test_the_last_token_reads_the_kind_and_picks_the_option_naming_the_answer(clip_examples):
-    _, loaded, examples, clips = clip_examples
+    loaded, examples, clips = clip_examples
     decode = loaded.tokenizer.decode
     for index, _, suffix, answer, label, guides in examples.items:
         final, kind = len(suffix) - 1, label.split("/")[1]
@@ -183,9 +183,9 @@ def test_the_last_token_reads_the_kind_and_picks_the_option_naming_the_answer(cl
 
 
 def test_packed_clip_items_score_as_if_each_had_its_own_sequence(clip_examples):
-    train_tiny, loaded, examples, _ = clip_examples
+    loaded, examples, _ = clip_examples
     items = examples.by_scene()[1][:5]
-    assert_packed_as_alone(train_tiny, loaded.model, examples, [items[:2], items[2:]])
+    assert_packed_as_alone(loaded.model, examples, [items[:2], items[2:]])
 
 
 def test_training_prompts_and_visual_sequence_are_what_the_harness_feeds(clip_examples):
@@ -194,13 +194,14 @@ def test_training_prompts_and_visual_sequence_are_what_the_harness_feeds(clip_ex
     from lmms_eval.tasks import get_task_dict
 
     from evoprune.harness.common.timing import StageTimer
+    from evoprune.harness.inference.layout import visual_sequence
     from evoprune.harness.inference.pipeline import encode_frames, prepare_inputs, visual_tokens
     from evoprune.harness.inference.pruning import Pruner
 
-    train_tiny, loaded, _, _ = clip_examples
+    loaded, _, _ = clip_examples
     cfg, folder = _video_cfg(), ensure_smoke_video_data()
     clips = eval_clip_docs(folder)[:2]
-    examples = train_tiny.ClipExamples(loaded, cfg, clips, "test", folder)
+    examples = ClipExamples(loaded, cfg, clips, "test", folder)
     manager = local_task_manager(REPO_ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke_video")
     manager.model_name = cfg.lmms_eval_prompts
     tasks = get_task_dict(list(TASK_KINDS), manager)
@@ -217,13 +218,13 @@ def test_training_prompts_and_visual_sequence_are_what_the_harness_feeds(clip_ex
             tokens = visual_tokens(
                 loaded, Pruner(None), features, cls_features, layer_input, "", "s", StageTimer(torch.device("cpu"))
             )
-            laid_out, _ = train_tiny.visual_sequence(tokens.projected, None, loaded.model.model.image_newline, "grid")
+            laid_out, _ = visual_sequence(tokens.projected, None, loaded.model.model.image_newline, "grid")
             ours, _, _ = examples.visual(loaded.model, index)
         assert torch.allclose(ours[: len(laid_out)], laid_out, atol=1e-4)
 
 
 def test_the_tokenizer_keeps_the_chat_markers_whole_and_has_no_bos(clip_examples):
-    _, loaded, _, _ = clip_examples
+    loaded, _, _ = clip_examples
     tokenizer = loaded.tokenizer
     ids = tokenizer("<|im_start|>user\n<image>Q<|im_end|>").input_ids
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>") and tokenizer.bos_token_id not in ids
@@ -282,7 +283,7 @@ PRUNERS = sorted(path.stem for path in (REPO_ROOT / "configs" / "pruner").glob("
 def held_out_clip_samples():
     """Two questions on the first held-out clip: (video path, prompt, id)."""
     cfg, folder = _video_cfg(), ensure_smoke_video_data()
-    prompts = train_tiny_script().task_prompts(
+    prompts = task_prompts(
         REPO_ROOT / "evoprune" / "harness" / "data" / "tasks" / "smoke_video", TASK_KINDS, cfg.lmms_eval_prompts
     )
     clip, docs = eval_clip_docs(folder)[0]
