@@ -1,26 +1,9 @@
 """Each baseline's own overhead at 576 → 128/64/32 tokens, as a fraction of the native encoder time.
 
-Real-size LLaVA-1.5 shapes with random weights (latency does not depend on weights, so nothing is
-downloaded): the CLIP-L/336 tower, 4096-wide projected tokens, CLIP-L's text tower (12 layers,
-width 768) for CDPruner, a 40-token prompt tail for DART's text pivots. Timed per method is
-exactly what its harness glue runs beyond the normal forward:
-  FasterVLM  CLS-row attention of layer −2 + top-k
-  VisPruner  the same + the diverse-token loop on layer −2 features
-  DivPrune   max-min selection on the projected tokens
-  DART       the selection on layer K−1 keys and normed hidden states (the LLM layers themselves
-             run anyway)
-  CDPruner   text tower on the question + CLIP image projection + kernel + greedy DPP
-Not in the paper:
-  VisionZip  CLS-row attention and keys of layer −2 + dominant top-k + contextual merging
-  Pooling    average pooling of the 24x24 feature grid to the nearest square grid
-  Random     the seeded draw
-  ToMe       merges inside the encoder: its row is the whole encoder with ToMe, not an overhead
-Targets (issue 4): ≤ 2% for the first four, ≤ 5% for CDPruner; ≤ 2% for VisionZip, pooling and
-random. Needs torch and transformers only.
-
     python scripts/bench_pruners.py [--device cpu|cuda] [--budgets 128 64 32] [--repeats 5]
 
-Writes results/bench_pruners_<device>.json and .md (atomically) and prints the table.
+Writes results/bench_pruners_<device>.json and .md (atomically) and prints the table. What is timed per method,
+and the targets: `evoprune.harness.benchmarks.pruners`.
 """
 
 from __future__ import annotations
@@ -28,46 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-from baselines.cdpruner import cdpruner_select  # noqa: E402
-from baselines.dart import dart_select  # noqa: E402
-from baselines.divprune import divprune_select  # noqa: E402
-from baselines.fastervlm import fastervlm_select  # noqa: E402
-from baselines.pooling import nearest_square_side, pool_patch_grid  # noqa: E402
-from baselines.random_selection import random_select, sample_seed  # noqa: E402
-from baselines.signals import clip_image_embeds, clip_text_embeds, cls_attention, feature_layer_keys  # noqa: E402
-from baselines.tome import ToMePruner  # noqa: E402
-from baselines.visionzip import contextual_count, visionzip_tokens  # noqa: E402
-from baselines.vispruner import vispruner_select  # noqa: E402
-from evoprune.harness.benchmarks.shapes import CLIP_L_336, clip_l_text_and_projections  # noqa: E402
-from evoprune.harness.benchmarks.timing import time_call, time_forward  # noqa: E402
-from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
-from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
-from evoprune.harness.models.tiny_tokenizers import build_byte_tokenizer  # noqa: E402
-
-LLM_WIDTH = 4096
-TARGETS = {
-    "fastervlm": 0.02,
-    "vispruner": 0.02,
-    "divprune": 0.02,
-    "dart": 0.02,
-    "cdpruner": 0.05,
-    "visionzip": 0.02,
-    "pooling": 0.02,
-    "random": 0.02,
-    "tome": None,  # the encoder itself, merged: a speed-up, not an overhead
-}
-# Tokenised by the project's byte tokenizer (CLIP's BPE vocabulary is not available offline): 29
-# tokens where CLIP's BPE would give about 9, so the text tower cost measured here is an upper bound.
-QUESTION = "What colour is the umbrella?"
+from evoprune.harness.benchmarks.pruners import bench_pruners  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,88 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 64, 32])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args(argv)
-
-    device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(**CLIP_L_336)
-    tower = CLIPVisionModel(config).to(device, dtype).eval()
-    pixels = torch.randn(1, 3, config.image_size, config.image_size, device=device, dtype=dtype)
-    with torch.inference_mode():
-        hidden_states = tower(pixels, output_hidden_states=True).hidden_states
-    features = hidden_states[-2][0, 1:]
-    tokens = features.shape[0]
-    projected = torch.randn(tokens, LLM_WIDTH, device=device, dtype=dtype)
-    keys, normed = torch.randn(tokens + 40, LLM_WIDTH, device=device, dtype=dtype).split([tokens, 40])
-    hidden, normed_text = torch.randn(tokens + 40, LLM_WIDTH, device=device, dtype=dtype).split([tokens, 40])
-    tokenizer = build_byte_tokenizer()
-    clip = clip_l_text_and_projections(config.hidden_size, len(tokenizer)).to(device).eval()
-
-    layer_input = hidden_states[-3]  # the input of the layer that produces the features (layer −2)
-
-    def attention():
-        return cls_attention(tower, layer_input, -2)[0].mean(0)
-
-    def visionzip(budget):
-        scores = cls_attention(tower, layer_input, -2)[0].mean(0)
-        keys = feature_layer_keys(tower, layer_input, -2)[0, 1:]
-        contextual = contextual_count(budget, 1, 10 / 64)
-        return visionzip_tokens(features, hidden_states[-2][0, :1], scores, keys, budget - 1 - contextual, contextual)
-
-    # What `ToMePruner.attach` patches: a LLaVA's model.model.vision_tower, merged up to its feature layer.
-    llava = SimpleNamespace(model=SimpleNamespace(vision_tower=tower), config=SimpleNamespace(vision_feature_layer=-2))
-
-    def cdpruner(budget):
-        image_embeds = clip_image_embeds(clip, tower.post_layernorm, features)
-        text_embeds = clip_text_embeds(clip, tokenizer, QUESTION)
-        return cdpruner_select(projected, image_embeds, text_embeds, budget)
-
-    methods = {
-        "fastervlm": lambda b: fastervlm_select(attention(), b),
-        "vispruner": lambda b: vispruner_select(attention(), features, b),
-        "divprune": lambda b: divprune_select(projected, b),
-        "dart": lambda b: dart_select(keys, hidden, b, text_keys=normed, text_hidden=normed_text),
-        "cdpruner": cdpruner,
-        "visionzip": visionzip,
-        "pooling": lambda b: pool_patch_grid(features[None], nearest_square_side(b)),
-        "random": lambda b: random_select(1, tokens, b, sample_seed(0, "bench/0")).to(device),
-        "tome": lambda b: tower(pixels, output_hidden_states=True),
-    }
-    native = time_forward(tower, pixels, args.repeats, args.warmup)
-    rows = []
-    for name, select in methods.items():
-        for budget in args.budgets:
-            pruner = ToMePruner(budget) if name == "tome" else None
-            if pruner is not None:
-                pruner.attach(llava)
-            try:
-                seconds = time_call(lambda: select(budget), device, args.repeats, args.warmup)  # noqa: B023
-            finally:
-                if pruner is not None:
-                    pruner.detach(llava)
-            fraction = seconds / native
-            rows.append({"method": name, "budget": budget, "ms": seconds * 1e3, "fraction_of_encoder": fraction})
-            rows[-1]["target"] = TARGETS[name]
-            print(f"{name:10s} {budget:4d}: {seconds * 1e3:8.2f} ms = {fraction:.2%} of the encoder")
-
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    lines = [
-        f"# Baselines' own overhead vs the native CLIP-L/336 encoder ({native * 1e3:.1f} ms), {where}, "
-        f"{str(dtype).removeprefix('torch.')}, median of {args.repeats}",
-        "",
-        "| method | " + " | ".join(f"{b} tokens" for b in args.budgets) + " | target |",
-        "|---|" + "---:|" * (len(args.budgets) + 1),
-    ]
-    for name in methods:
-        cells = [f"{r['ms']:.1f} ms ({r['fraction_of_encoder']:.2%})" for r in rows if r["method"] == name]
-        target = "whole encoder" if TARGETS[name] is None else f"≤ {TARGETS[name]:.0%}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
-    table = "\n".join(lines)
-    print(table)
-    meta = {"device": where, "dtype": str(dtype), "native_encoder_ms": native * 1e3, "repeats": args.repeats}
-    write_json(RESULTS_DIR / f"bench_pruners_{device.type}.json", {"meta": meta, "rows": rows})
-    write_text(RESULTS_DIR / f"bench_pruners_{device.type}.md", table + "\n")
+    bench_pruners(**vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,147 +1,25 @@
 """The prepared device check: EvoPrune's fused attention on the device, encoder latency, time to first token.
 
-Steps 1 and 2 need torch and transformers only (the lent GPU machines have no lmms-eval and no network):
-1. `evoprune.attention` on the device, in float16, bfloat16 and float32, at CLIP-L's and SigLIP's
-   shapes (heads 16; 577 × 64 and 729 × 72), random and peaked attention: the importance's largest
-   relative error against the explicit formula in float64, whether the protected set (CTR 0.25) is
-   the same, the output's largest error, and whether a fused kernel served it (else the explicit
-   fallback). This is where the CUDA kernels' log-sum-exp conventions are checked.
-2. Encoder latency, eager (`evoprune.harness.benchmarks.encoder`, as `bench_encoder.py` runs it) for CLIP-L/336
-   on one image and SigLIP-so400m on 64 frames (Native and the paper's budgets): results/bench_encoder*_<device>.*.
-3. Time to first token, eager and compiled: `ttft_check.py` (LLaVA-1.5 at Native and 64 tokens, LLaVA-Video
-   at 64 frames), which writes results/ttft_check_<device>.*. It needs the harness's packages (omegaconf,
-   pillow, decord, this repo's transformers): on a lent machine from the wheels `make device-wheels`
-   downloads (gpu_check.sh installs them when .device-wheels is carried); without them it says so.
-
-Writes results/gpu_check_<device>.{json,md} and prints the tables last. ``--shapes tiny`` runs the
-same steps with tiny towers on whatever device there is (the CPU test: under a minute).
-
     bash scripts/gpu_check.sh [--shapes real|tiny] [--device cuda|cpu] [--steps attention encoder ttft]
+
+Writes results/gpu_check_<device>.{json,md} (beside the steps' own results/bench_encoder*_<device>.* and
+results/ttft_check_<device>.*) and prints the tables last. ``--shapes tiny`` runs the same steps with tiny towers
+on whatever device there is (the CPU test: under a minute). The steps, and what each needs installed:
+`evoprune.harness.benchmarks.device_check`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evoprune import attention  # noqa: E402
-from evoprune.harness.benchmarks.encoder import EncoderBench, benchmark_encoder, result_stem  # noqa: E402
-from evoprune.harness.common.outputs import write_json, write_text  # noqa: E402
+from evoprune.harness.benchmarks.device_check import SHAPES, STEPS, run_device_check  # noqa: E402
 from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
-from evoprune.harness.common.text_tables import markdown_table  # noqa: E402
-from evoprune.merge import protection_levels  # noqa: E402
-
-SHAPES = {  # (label, heads, tokens, head dim)
-    "real": [("CLIP-L/336", 16, 577, 64), ("SigLIP-so400m", 16, 729, 72)],
-    "tiny": [("CLIP tiny", 2, 145, 16), ("SigLIP tiny", 2, 144, 16)],
-}
-ENCODER_RUNS = {  # `EncoderBench` fields per shapes
-    "real": [{"tower": "clip"}, {"tower": "siglip", "frames": 64}],
-    "tiny": [
-        {"tower": "clip", "shapes": "tiny", "repeats": 1, "warmup": 0},
-        {"tower": "siglip", "shapes": "tiny", "frames": 2, "repeats": 1, "warmup": 0},
-    ],
-}
-
-
-def check_attention(device: torch.device, shapes: str) -> list[dict]:
-    rows = []
-    for label, heads, tokens, dim in SHAPES[shapes]:
-        for dtype in (torch.float16, torch.bfloat16, torch.float32):
-            for peaked in (False, True):
-                generator = torch.Generator().manual_seed(0)
-                q, k, v = (torch.randn(2, heads, tokens, dim, generator=generator) for _ in range(3))
-                if peaked:  # a sink key most queries attend, and sharp rows
-                    q = q * 2.0
-                    k[:, :, 1] = q.mean(dim=2) * 2.0
-                q, k, v = (t.to(device, dtype) for t in (q, k, v))
-                scale = dim**-0.5
-                fused = attention._fused_with_lse(q, k, v, scale, None) is not None
-                with attention.fused_on_cpu():  # on a CPU too: this step checks the fused passes
-                    out, importance = attention.attention_with_importance(q, k, v, scale)
-                exact_out, exact = attention.explicit_attention(q.double(), k.double(), v.double(), scale)
-                error = ((importance.double() - exact).abs() / exact).max().item()
-                same = torch.equal(
-                    protection_levels(importance.float(), 0.25, 1) > 0, protection_levels(exact.float(), 0.25, 1) > 0
-                )
-                rows.append(
-                    {
-                        "shape": label,
-                        "dtype": str(dtype).removeprefix("torch."),
-                        "attention": "peaked" if peaked else "random",
-                        "fused": fused,
-                        "importance_max_rel_error": error,
-                        "same_protected_set": same,
-                        "output_max_abs_error": (out.double() - exact_out).abs().max().item(),
-                    }
-                )
-    return rows
-
-
-def render(device_name: str, rows: list[dict], encoder_tables: list[str], seconds: float) -> str:
-    header = [
-        "shape",
-        "dtype",
-        "attention",
-        "fused kernel",
-        "importance rel. error",
-        "same protected",
-        "out abs. error",
-    ]
-    table = [header]
-    for row in rows:
-        table.append(
-            [
-                row["shape"],
-                row["dtype"],
-                row["attention"],
-                "yes" if row["fused"] else "no (explicit)",
-                f"{row['importance_max_rel_error']:.1e}",
-                "yes" if row["same_protected_set"] else "NO",
-                f"{row['output_max_abs_error']:.1e}",
-            ]
-        )
-    lines = [
-        f"# Device check on {device_name} ({seconds:.0f} s)",
-        "",
-        "## EvoPrune's importance beside fused attention vs the explicit formula (float64 reference)",
-        "",
-        markdown_table(table, left=3),
-        "",
-        "## Encoder latency (eager), from bench_encoder.py; then time to first token, from ttft_check.py",
-        "",
-        *encoder_tables,
-    ]
-    return "\n".join(lines) + "\n"
-
-
-TTFT_RUNS = {  # ttft_check.py arguments per shapes
-    "real": ["--models", "llava15", "llava_video", "--runtimes", "eager", "compiled", "--repeats", "5"],
-    "tiny": ["--models", "llava15", "--runtimes", "eager", "compiled", "--repeats", "1"],
-}
-STEPS = ("attention", "encoder", "ttft")
-
-
-def check_ttft(args, suffix: str) -> str:
-    """Step 3 (`ttft_check.py`); its table, or why it did not run (its imports need the harness's packages:
-    on a lent machine, the wheels `make device-wheels` downloads, which gpu_check.sh installs)."""
-    try:
-        import ttft_check
-    except ImportError as err:
-        why = f"{type(err).__name__}: {err}"
-        return f"## Time to first token: not run ({why}); run `make device-wheels` and carry .device-wheels"
-    clip = [] if args.clip is None else ["--clip", str(args.clip)]
-    ttft_check.main(
-        [*TTFT_RUNS[args.shapes], "--shapes", args.shapes, "--device", args.device, "--out", str(args.out), *clip]
-    )
-    return (args.out / f"ttft_check_{suffix}.md").read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,32 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--clip", type=Path, help="the video the TTFT step reads (default: written with PyAV)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    suffix = device.type if args.shapes == "real" else f"{device.type}_tiny"
-    started = time.perf_counter()
-    rows = check_attention(device, args.shapes) if "attention" in args.steps else []
-    tables = []
-    for run in ENCODER_RUNS[args.shapes] if "encoder" in args.steps else []:
-        bench = EncoderBench(**run, device=args.device, out=args.out)
-        benchmark_encoder(bench)
-        stem = result_stem(bench.tower, device.type, bench.frames, bench.shapes)
-        tables.append((args.out / f"{stem}.md").read_text())
-
-    def write(tables: list[str]) -> str:  # after each step: a later step running out of time loses nothing
-        seconds = time.perf_counter() - started
-        record = {"device": device_name, "torch": torch.__version__, "seconds": seconds, "attention": rows}
-        write_json(args.out / f"gpu_check_{suffix}.json", record)
-        text = render(device_name, rows, tables, seconds)
-        write_text(args.out / f"gpu_check_{suffix}.md", text)
-        return text
-
-    text = write(tables)
-    if "ttft" in args.steps:
-        text = write([*tables, check_ttft(args, suffix)])
-    print(text, end="")
-    return 0 if all(row["same_protected_set"] for row in rows if row["dtype"] == "float32") else 1
+    return run_device_check(**vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

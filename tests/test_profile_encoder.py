@@ -1,4 +1,5 @@
-"""scripts/profile_encoder.py: op groups, the work ratios from the schedule by hand, a tiny run's files."""
+"""scripts/profile_encoder.py and `evoprune.harness.benchmarks.encoder_profile`: op groups, the work ratios from
+the schedule by hand, argument checks, a tiny run's files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import profile_encoder  # noqa: E402
+
+from evoprune.harness.benchmarks import encoder_profile  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -28,11 +31,11 @@ import profile_encoder  # noqa: E402
     ],
 )
 def test_op_groups(op, group):
-    assert profile_encoder.op_group(op) == group
+    assert encoder_profile.op_group(op) == group
 
 
 def test_layer_work_by_hand():
-    work = profile_encoder.layer_work([10, 6], [4, 0], width=2, mlp_width=8)
+    work = encoder_profile.layer_work([10, 6], [4, 0], width=2, mlp_width=8)
     assert work == {
         "linear": [8 * 10 * 4 + 4 * 6 * 2 * 8, 8 * 6 * 4 + 4 * 6 * 2 * 8],
         "attention": [100, 36],
@@ -40,12 +43,30 @@ def test_layer_work_by_hand():
     }
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--frames", "0"], "--frames and --repeats must be >= 1"),
+        (["--repeats", "0"], "--frames and --repeats must be >= 1"),
+        (["--shapes", "tiny", "--budget", "145"], "--budget 145 outside [1, 144]"),
+    ],
+)
+def test_bad_arguments_stop_before_any_model_is_built(argv, message, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(profile_encoder, "profile_encoder", no_model)  # the script's run
+    with pytest.raises(SystemExit) as stopped:
+        profile_encoder.main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_tiny_run_writes_its_groups_and_ideals(tmp_path):
     result = profile_encoder.main(["--shapes", "tiny", "--repeats", "1", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "profile_encoder_clip_cpu.json").read_text())
     assert saved["schedule"] == result["schedule"] and sum(result["schedule"]) == 144 - 64
     for side in ("native", "evoprune"):
-        grouped = sum(ms for op, ms in result["per_op_ms"][side].items() if profile_encoder.op_group(op))
+        grouped = sum(ms for op, ms in result["per_op_ms"][side].items() if encoder_profile.op_group(op))
         assert sum(result["groups_ms"][side].values()) == pytest.approx(grouped)
     tokens, n = [], 145  # 144 patches + CLS
     for merged in result["schedule"]:
