@@ -249,4 +249,10 @@ def unpatch(vision_model):
 
 def schedule_of(vision_model) -> list[int]:
     """Tokens merged at each encoder layer by the current patch."""
-    return list(vision_model._evoprune_info.schedule)
+    info = getattr(vision_model, "_evoprune_info", None)
+    if info is None:
+        raise ValueError(
+            f"this {type(vision_model).__name__} is not patched: evoprune.patch(vision_model, budget) first "
+            "(for a whole LLaVA, evoprune.hf.patch_llava(model, processor, budget))"
+        )
+    return list(info.schedule)

@@ -156,12 +156,23 @@ def test_an_unknown_key_is_refused_naming_the_closest(argv, key, suggestion):
         ["-m", "+experiment=table1_smoke", "experiment.extra_cells=[]", "limit=2"],
         ["+cell=evoprune-64", "++seed=3", "~budget"],
         ["--cfg", "job", "model=tiny_llava_video", "model.video.frames=3", "benchmark=smoke_video"],
-        ["hydra.searchpath=[file:///nowhere]", "hydra/launcher=basic", "hydra.job.chdir=false"],
+        ["hydra.searchpath=[file://configs]", "hydra/launcher=basic", "hydra.job.chdir=false"],
         ["pruner=evoprune", "budget=32", "pruner.schedule=first", "judge.api_key=''"],
     ],
 )
 def test_documented_and_existing_keys_pass(argv):
     assert check_command_line(argv) is None
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("file:///nowhere", "hydra.searchpath entry 'file:///nowhere': /nowhere is not a folder"),
+        ("pkg://mypkg.configs", "no importable package 'mypkg.configs' (make it importable: `pip install -e"),
+    ],
+)
+def test_a_search_path_that_names_nothing_is_an_error_naming_it(entry, message):
+    assert message in check_command_line([f"hydra.searchpath=[{entry}]", "pruner=keep_norm", "budget=64"])
 
 
 def test_adding_a_key_the_config_has_is_refused():

@@ -27,7 +27,8 @@ _MISSING = object()
 
 def config_roots(argv: list[str]) -> list[Path]:
     """configs/ and the folders a ``hydra.searchpath=[...]`` override adds (``file://`` paths, ``pkg://``
-    packages: a pruner living in another package keeps its configs there)."""
+    packages: a pruner living in another package keeps its configs there). An entry that names no folder
+    raises `SearchPathError` (Hydra would only warn, then say the pruner does not exist)."""
     roots = [CONFIG_DIR]
     for arg in argv:
         key, _, value = arg.lstrip("+").partition("=")
@@ -36,19 +37,40 @@ def config_roots(argv: list[str]) -> list[Path]:
         for entry in value.strip("[]").split(","):
             entry = entry.strip().strip("'\"")
             if entry.startswith("pkg://"):
-                try:
-                    spec = importlib.util.find_spec(entry.removeprefix("pkg://"))
-                except ModuleNotFoundError:
-                    spec = None
-                roots += [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec else []
+                roots += _package_folders(entry)
             elif entry:
-                roots.append(Path(entry.removeprefix("file://")))
+                folder = Path(entry.removeprefix("file://"))
+                if not folder.is_dir():
+                    raise SearchPathError(f"hydra.searchpath entry {entry!r}: {folder} is not a folder")
+                roots.append(folder)
     return roots
 
 
+class SearchPathError(ValueError):
+    """A ``hydra.searchpath`` entry names no folder and no importable package."""
+
+
+def _package_folders(entry: str) -> list[Path]:
+    package = entry.removeprefix("pkg://")
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise SearchPathError(
+            f"hydra.searchpath entry {entry!r}: no importable package {package!r} (make it importable: "
+            "`pip install -e <your project>` or its parent folder on PYTHONPATH, and an __init__.py in each folder)"
+        )
+    return [Path(folder) for folder in spec.submodule_search_locations]
+
+
 def check_group_choices(argv: list[str]) -> str | None:
-    """The error for a ``group=choice`` override naming no config in any <root>/<group>/, else None."""
-    roots = config_roots(argv)
+    """The error for a ``group=choice`` override naming no config in any <root>/<group>/, or for a search path
+    entry naming no folder, else None."""
+    try:
+        roots = config_roots(argv)
+    except SearchPathError as error:
+        return str(error)
     for arg in argv:
         key, sep, choice = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or "," in choice or "(" in choice:
