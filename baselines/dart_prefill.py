@@ -60,7 +60,7 @@ def _run_layers(layers, hidden, positions, cache, rotary):
             hidden,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             position_embeddings=position_embeddings,
         )
@@ -122,5 +122,5 @@ def dart_prefill(
     kept[image_positions[kept_image.to(image_positions.device)]] = True
     keep = true_positions(kept, length - num_image + len(kept_image))
     hidden = _run_layers(layers[layer:], hidden[:, keep], keep, cache, language_model.rotary_emb)
-    output = BaseModelOutputWithPast(last_hidden_state=language_model.norm(hidden), past_key_values=cache)
+    output = BaseModelOutputWithPast(last_hidden_state=language_model.norm(hidden), cache=cache)
     return output, len(kept_image)

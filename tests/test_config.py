@@ -192,7 +192,7 @@ ABLATIONS = ["evoprune_no_attn_no_div", "evoprune_no_attn", "evoprune_no_div", "
     [
         ("table1", _table((128, 64, 32)), "llava15_7b", "image"),
         ("table2", _table((64, 32, 16)), "llava_video_7b", "video"),
-        ("table2_smoke", _table((64, 32, 16)), "tiny_llava_video", "smoke_video"),
+        ("table2_smoke", _table((64, 32, 16)), "tiny_llava_video_trained", "smoke_video"),
         ("table3", [(m, 64) for m in ABLATIONS], "llava_video_7b", "video"),
     ],
 )

@@ -57,11 +57,11 @@ def _folders(tmp_path: Path, runtime: str = "eager") -> dict[str, Path]:
 
 
 def _bench_csv(path: Path) -> Path:
-    """Benchmark rows at 8 frames (tiny_llava_video's) and at 64; fastervlm only at 64 frames; eager
+    """Benchmark rows at 4 frames (tiny_llava_video_trained's) and at 64; fastervlm only at 64 frames; eager
     (no runtime column, as files before it)."""
     rows = []
-    for frames in (8, 64):
-        scale = frames / 8
+    for frames in (4, 64):
+        scale = frames / 4
         rows += [
             (frames, "none", 169, 1000.0 * scale, 200.0, 0.0, 3000.0),
             (frames, "evoprune", 64, 500.0 * scale, 40.0, 0.0, 1000.0),
@@ -134,7 +134,7 @@ def test_bars_come_from_the_runs_when_natives_run_is_complete(tmp_path):
     assert "| FasterVLM | eager | 64 | — | — | — | — | — | — | — | — | — |" in md
     assert "Not drawn: compiled (no Native in this source)" in md
     assert "| EvoPrune | TTFT | 2x | 2.10x |" in md and "| 1.3x-1.4x | 1.24x (1 of 5) |" in md
-    assert "runs: model=tiny_llava_video, limit=None, 4 samples of smoke_videomme" in fig3.title(
+    assert "runs: model=tiny_llava_video_trained, limit=None, 4 samples of smoke_videomme" in fig3.title(
         *_title_args(tmp_path, bench)
     )
     assert figure.read_bytes().startswith(PNG_MAGIC)
@@ -171,7 +171,7 @@ def test_without_natives_run_every_bar_comes_from_the_bench_csv_rows_of_the_mode
     assert float(ours.loc["divprune", "other_ms"]) == 250.0
     assert (ours.loc[["fastervlm", "vispruner"], "ttft_ms"] == "—").all()  # fastervlm only measured at 64 frames
     cfg, drawn, source = _title_args(tmp_path, bench)
-    assert fig3.title(cfg, drawn, source).startswith("scripts/bench_latency.py (random weights, 8 frames")
+    assert fig3.title(cfg, drawn, source).startswith("scripts/bench_latency.py (random weights, 4 frames")
     assert "all layers measured on cpu" in (tmp_path / "tables" / "fig3_smoke.md").read_text()
     assert figure.read_bytes().startswith(PNG_MAGIC)
 
@@ -193,10 +193,10 @@ def test_without_native_in_either_source_it_exits_2_naming_the_benchmark(tmp_pat
 def test_a_bench_csv_without_native_at_the_models_frames_is_no_source(tmp_path, capsys):
     bench = _bench_csv(tmp_path / "bench.csv")
     frame = pd.read_csv(bench)
-    frame[~((frame.method == "none") & (frame.frames == 8))].to_csv(bench, index=False)
+    frame[~((frame.method == "none") & (frame.frames == 4))].to_csv(bench, index=False)
     overrides = ["+experiment=fig3_smoke", f"output_dir={tmp_path / 'runs'}", f"experiment.bench_csv={bench}"]
     assert render_fig3.main([*overrides, "--tables-dir", str(tmp_path), "--figures-dir", str(tmp_path)]) == 2
-    assert "has no Native row (method none, budget 169, frames 8)" in capsys.readouterr().err
+    assert "has no Native row (method none, budget 169, frames 4)" in capsys.readouterr().err
 
 
 def test_both_runtimes_drawn_side_by_side_each_over_its_own_native(tmp_path):

@@ -94,8 +94,10 @@ class PrunedLlava(lmms):
         progress: bool = True,
         journal: Journal | None = None,
         runtime: Runtime = EAGER,
+        desc: str = "samples",
     ):
         super().__init__()
+        self.desc = desc  # the progress bar's label
         self.loaded = loaded
         self.pruner = pruner
         self.warmup = warmup
@@ -167,7 +169,7 @@ class PrunedLlava(lmms):
         answers = []
         errors = resumed = 0
         self.total += len(requests)
-        with tqdm(requests, desc="samples", unit="sample", disable=not self.progress, dynamic_ncols=True) as bar:
+        with tqdm(requests, desc=self.desc, unit="sample", disable=not self.progress, dynamic_ncols=True) as bar:
             for request in bar:
                 record = self._answer(request)
                 self.records.append(record)

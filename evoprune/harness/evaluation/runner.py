@@ -33,6 +33,7 @@ from evoprune.harness.common.run_lock import check_not_held, run_folder_lock
 from evoprune.harness.data.real_data import check_local_data, local_task_configs, task_data
 from evoprune.harness.evaluation.lmms_model import PrunedLlava
 from evoprune.harness.evaluation.settings import check_config, check_device
+from evoprune.harness.evaluation.sweep_progress import progress_label
 from evoprune.harness.inference.pruning import Pruner, build_pruner, locate_pruner_weights
 from evoprune.harness.inference.runtime import build_runtime
 from evoprune.harness.models.loading import LoadedModel, load_model, locate_weights, resolve_dtype
@@ -230,19 +231,37 @@ def cached_model(model_cfg, device, dtype, seed: int) -> LoadedModel:
 
 
 def quiet_lmms_eval(level: str) -> None:
-    """lmms-eval logs through loguru at DEBUG by default; keep the console to ``level`` and up."""
+    """lmms-eval logs through loguru at DEBUG by default; keep the console to ``level`` and up. Its progress
+    bars (building each task's requests, post-processing its answers) are shown at DEBUG only: the run's own
+    bar counts the samples."""
+    import lmms_eval.api.task
+    import lmms_eval.evaluator
     from loguru import logger
+    from tqdm import tqdm
 
     logger.remove()
     logger.add(sys.stderr, level=level)
+    shown = level.upper() == "DEBUG"
+    for module in (lmms_eval.api.task, lmms_eval.evaluator):
+        module.tqdm = tqdm if shown else _hidden_tqdm
+
+
+def _hidden_tqdm(*args, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(*args, **{**kwargs, "disable": True})
 
 
 def _skip(plan: RunPlan) -> int:
+    """A complete run is not run again: its stored summary is printed again, then why."""
     record = plan.complete
     errors = f", {record['errors']} sample error(s)" if record["errors"] else ""
+    summary = plan.folder / "summary.txt"
+    if summary.exists():
+        print(summary.read_text().rstrip("\n"))
     print(
         f"complete: {plan.folder} ({record['samples']} samples{errors}, finished {record['completed_at']}) "
-        "— skipped (its results: summary.txt there); resume=false recomputes it"
+        "— skipped, its summary above; resume=false recomputes it"
     )
     return 1 if record["errors"] else 0
 
@@ -333,6 +352,9 @@ def evaluate(cfg) -> int:
     """
     check_config(cfg)
     target = run_dir(cfg)
+    label = progress_label(target.name)
+    if label:
+        print(label, file=sys.stderr)
     check_not_held(target)
     plan = plan_run(cfg, target)  # read-only: a folder of another config is refused before any work
     if plan.complete is not None:
@@ -350,18 +372,24 @@ def evaluate(cfg) -> int:
             print(note, file=sys.stderr)
         if plan.complete is not None:  # another run completed it while this one loaded its tasks
             return _skip(plan)
-        return _run_locked(cfg, target, plan, pruner, task_dict, judge_plan)
+        return _run_locked(cfg, target, plan, pruner, task_dict, judge_plan, label)
 
 
-def _run_locked(cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dict, judge_plan: JudgePlan) -> int:
+def _run_locked(
+    cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dict, judge_plan: JudgePlan, label: str | None
+) -> int:
     loaded, device, dtype = load_pruned_model(cfg, pruner)
     journal = plan.journal
     for stale in ("samples.jsonl", "failure.json"):  # a failed attempt's; the journal holds its answers
         (target / PARTIAL / stale).unlink(missing_ok=True)
     journal.start()
     runtime = build_runtime(cfg.runtime, cfg.compile, pruner, device)
-    lm = PrunedLlava(loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal, runtime=runtime)
+    desc = label.split(":")[0] if label else "samples"  # during a sweep: "run k/n"
+    lm = PrunedLlava(
+        loaded, pruner, warmup=cfg.warmup, progress=cfg.progress, journal=journal, runtime=runtime, desc=desc
+    )
     from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.utils import get_datetime_str
 
     load_start = snapshot()
     try:
@@ -376,6 +404,7 @@ def _run_locked(cfg, target: Path, plan: RunPlan, pruner: Pruner, task_dict: dic
             torch_random_seed=cfg.seed,
             fewshot_random_seed=cfg.seed,
             verbosity=cfg.log_level,
+            datetime_str=get_datetime_str(timezone="UTC"),  # the run's own timestamps are UTC (not its Singapore)
         )
         load = machine_load(load_start, snapshot())
         if results is None:

@@ -9,7 +9,8 @@ folder's name: ``<pruner>-<budget>``, ``none-all`` for Native.
 `Preflight` is a Hydra callback: at the start of a multirun it expands the sweep exactly as the
 basic sweeper does, composes every job's config and checks it (config values, weights on disk,
 benchmark datasets), so a sweep of many hours fails at once, naming what is missing, instead of
-at its tenth run. Both work with any launcher (the basic one in this process, or submitit).
+at its tenth run. Both work with any launcher (the basic one in this process, or submitit). It also counts
+the jobs as they end (`sweep_progress`: each run's "run k/n" and the sweep's ETA).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evoprune.harness.common.errors import ConfigError
+from evoprune.harness.evaluation.sweep_progress import job_ended, sweep_ended, sweep_started
 
 
 def cells_override(*cell_lists) -> str:
@@ -137,7 +139,7 @@ except ImportError:  # pragma: no cover
 
 
 class Preflight(Callback):
-    """Hydra callback: `preflight` of every job before a multirun launches any of them."""
+    """Hydra callback: `preflight` of every job before a multirun launches any of them; counts the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from evoprune.harness.common.errors import DataUnavailableError, ModelUnavailableError
@@ -149,3 +151,10 @@ class Preflight(Callback):
         except (ConfigError, ModelUnavailableError, DataUnavailableError) as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        sweep_started(len(configs))
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        job_ended()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_ended()

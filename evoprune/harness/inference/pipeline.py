@@ -261,7 +261,7 @@ def _answer(loaded, pruner, visual, question, max_new_tokens, until, sample_id, 
     generated: list[int] = []
     text = ""
     with timer.stage("decode"):
-        past = out.past_key_values
+        past = out.cache
         for _ in range(max_new_tokens):
             token = int(next_id)
             if token in eos_ids and len(generated) >= min_new_tokens:

@@ -39,8 +39,8 @@ def tower_hidden_states(tower, pixel_values: torch.Tensor) -> tuple[torch.Tensor
 
 def decode_step(language_model, lm_head, token_ids: torch.Tensor, past):
     """One greedy step: the LLM on ``token_ids`` (1,) with its cache; (next token ids (1,), the cache)."""
-    out = language_model(input_ids=token_ids[:, None], past_key_values=past, use_cache=True)
-    return lm_head(out.last_hidden_state[:, -1]).argmax(-1), out.past_key_values
+    out = language_model(input_ids=token_ids[:, None], cache=past, use_cache=True)
+    return lm_head(out.last_hidden_state[:, -1]).argmax(-1), out.cache
 
 
 def graphs_compiled() -> int:

@@ -292,7 +292,10 @@ def _load_partial(plan: RunPlan) -> None:
     if not plan.journal.path.exists():
         return
     plan.journal.reused, plan.journal.rejected = parse_journal(plan.journal.path)
-    plan.notes.append(f"{plan.folder.name}: resuming, {len(plan.journal.reused)} answered sample(s) from the journal")
+    if plan.journal.reused:
+        plan.notes.append(
+            f"{plan.folder.name}: resuming, {len(plan.journal.reused)} answered sample(s) from the journal"
+        )
     if plan.journal.rejected:
         plan.notes.append(
             f"{plan.folder.name}: {len(plan.journal.rejected)} corrupt journal line(s) rejected and their samples "

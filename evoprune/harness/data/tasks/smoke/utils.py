@@ -121,13 +121,13 @@ def yesno_aggregate(results: list[dict]) -> float:
         complete = [scores for scores in images.values() if len(scores) == 2]
         if len(complete) < len(images):
             logger.warning(
-                f"smoke_yesno {category}: {len(images) - len(complete)} image(s) "
+                f"yes/no pairs of {category}: {len(images) - len(complete)} image(s) "
                 "lack one of their two questions; left out"
             )
         if not complete:
             continue
         score = statistics.mean(100.0 * sum(s) / 2 + 100.0 * (sum(s) == 2) for s in complete)
-        logger.info(f"smoke_yesno {category}: {score:.2f}")
+        logger.info(f"yes/no pairs of {category}: {score:.2f}")
         total = score if math.isnan(total) else total + score
     return total
 
