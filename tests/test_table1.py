@@ -138,3 +138,17 @@ def test_make_table1_composes_the_sweep_then_the_render():
     assert dry.returncode == 0, dry.stderr
     assert "run.py -m +experiment=table1_smoke limit=3" in dry.stdout
     assert "scripts/render_table.py +experiment=table1_smoke limit=3" in dry.stdout
+
+
+def test_the_rerun_labels_each_run_reprints_skipped_summaries_and_stays_quiet(sweep):
+    second, folders = sweep["second"], sweep["folders"]
+    labels = [line for line in second.stderr.splitlines() if line.startswith("run ")]
+    assert labels[0] == f"run 1/{len(CELLS)}: {folders[0].name}"  # no ETA before a run has ended
+    assert [label.split(":")[0] for label in labels] == [f"run {k}/{len(CELLS)}" for k in range(1, len(CELLS) + 1)]
+    assert all(re.search(r", sweep ETA \d+ (s|min)$", label) for label in labels[1:])
+    for folder in folders[:9]:
+        assert (folder / "summary.txt").read_text().rstrip("\n") in second.stdout
+    assert second.stdout.count("— skipped, its summary above") == 9
+    resumed = [line for line in second.stderr.splitlines() if "resuming" in line]
+    assert resumed == [f"{folders[9].name}: resuming, {sweep['journaled']} answered sample(s) from the journal"]
+    assert "Postprocessing" not in second.stderr and "it/s]" not in second.stderr  # lmms-eval's bars hidden
