@@ -539,12 +539,13 @@ def test_pareto_plot_puts_each_rows_overall_and_acc_in_its_panel(tmp_path, drawn
     assert pareto_plot(ours, paper, tmp_path / "pareto.png", "Table 1: t") is True
     assert drawn["path"] == tmp_path / "pareto.png"
     ours_panel, paper_panel = drawn["panels"]
-    assert [(x, y, tag) for x, y, _, _, tag in ours_panel] == [(1.0, 60.0, "all"), (0.5, 57.0, "64"), (0.4, 50, "32")]
+    # x: the speedup over Native, 1 ÷ the Overall relative latency
+    assert [(x, y, tag) for x, y, _, _, tag in ours_panel] == [(1.0, 60.0, "all"), (2.0, 57.0, "64"), (2.5, 50, "32")]
     assert [(x, y, tag) for x, y, _, _, tag in paper_panel] == [
         (1.0, 76.5, "all"),
-        (0.7, 70.0, "64"),
-        (0.6, 65.0, "32"),
-        (0.45, 72.0, "64"),
+        (pytest.approx(1 / 0.7), 70.0, "64"),
+        (pytest.approx(1 / 0.6), 65.0, "32"),
+        (pytest.approx(1 / 0.45), 72.0, "64"),
     ]
     assert drawn["titles"] == ["ours", "paper"]
     star, circle = marker_vertices("*"), marker_vertices("o")
@@ -564,6 +565,24 @@ def test_pareto_plot_puts_each_rows_overall_and_acc_in_its_panel(tmp_path, drawn
     ]
 
 
+def test_pareto_plot_without_an_overall_column_uses_ttft_speedups_and_no_paper_panel(tmp_path, drawn):
+    """Tables 2 and 3 print no latency: our x is Native's median TTFT ÷ the run's; the paper, with no point,
+    gets no panel."""
+    answers = {"vqav2_val": ["two"]}
+    fake_run(tmp_path / "none-all", NATIVE_METRICS, answers, total=2.0, pre_llm=0.5, ttft=(0.8, 0.6))
+    fake_run(tmp_path / "evoprune-64", PRUNED_METRICS, answers, total=1.0, pre_llm=0.2, ttft=(0.2, 0.15))
+    ours = [
+        Row("none", None, "Native", {"Acc.": 60.0}, run=tmp_path / "none-all", config={}),
+        Row("evoprune", 64, "EvoPrune (Ours)", {"Acc.": 55.0}, run=tmp_path / "evoprune-64", config={}),
+        Row("dart", 64, "DART", {"Acc.": 50.0}),  # no complete run: no time, left out
+    ]
+    paper = [Row("none", None, "Native", {"Acc.": 58.0}), Row("evoprune", 64, "EvoPrune (Ours)", {"Acc.": 57.7})]
+    assert pareto_plot(ours, paper, tmp_path / "pareto.png", "Table 3: t") is True
+    (panel,) = drawn["panels"]
+    assert [(x, y, tag) for x, y, _, _, tag in panel] == [(1.0, 60.0, "all"), (4.0, 55.0, "64")]
+    assert drawn["titles"] == ["ours"]
+
+
 def test_pareto_plot_writes_the_png(tmp_path):
     rows = [plot_row("none", None, "Native", 1.0, 60.0)]
     assert pareto_plot(rows, [], tmp_path / "figures" / "pareto.png", "t") is True
@@ -578,8 +597,8 @@ def test_ttft_section_gives_each_runs_medians_in_ms_and_their_ratio_to_natives(t
     cells = [("none", None, tmp_path / "none-all"), ("evoprune", 64, tmp_path / "evoprune-64")]
     cells += [("tome", 64, tmp_path / "tome-64"), ("fastervlm", 64, tmp_path / "fastervlm-64")]  # the last never ran
     lines = ttft_markdown(collect(cells, COLUMNS, "table1")).splitlines()
-    assert lines[0] == "| Method | Tokens | TTFT ms | ÷ Native | model TTFT ms | ÷ Native |"
+    assert lines[0] == "| Method | Tokens | TTFT ms | speedup | model TTFT ms | speedup |"
     assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: |"
-    assert lines[2] == "| Native | all | 800.0 | 1.00 | 600.0 | 1.00 |"
-    assert lines[3] == "| EvoPrune (Ours) | 64 | 400.0 | 0.50 | 150.0 | 0.25 |"
+    assert lines[2] == "| Native | all | 800.0 | 1.00x | 600.0 | 1.00x |"
+    assert lines[3] == "| EvoPrune (Ours) | 64 | 400.0 | 2.00x | 150.0 | 4.00x |"
     assert lines[4].endswith("| 64 | — | — | — | — |") and lines[5] == "| FasterVLM | 64 | — | — | — | — |"

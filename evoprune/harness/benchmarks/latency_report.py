@@ -61,15 +61,21 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def figure_title(spec: ModelSpec, rows: list[dict]) -> str:
-    """The figure's heading from the rows alone (what `--render` has): model, machine, statistic, scaling."""
+def figure_title(spec: ModelSpec, rows: list[dict]) -> tuple[str, str]:
+    """The figure's heading and caption from the rows alone (what `--render` has): the heading names the model,
+    shapes, machine and runtimes; the caption says what the labels are and how the times were measured."""
     last = rows[-1]
+    shapes = "tiny test shapes" if last.get("shapes") == "tiny" else "real shapes"
     head = (
-        f"TTFT per stage, {spec.label} {'tiny test ' if last.get('shapes') == 'tiny' else ''}shapes, random weights, "
-        f"{last['machine'].split(';')[0]}, runtime {' and '.join(runtime_runs(rows))}, median of {last['repeats']} "
-        "interleaved rounds; labels: relative to native"
+        f"TTFT per stage: {spec.label}, {shapes}, random weights, {last['machine'].split(';')[0]}, "
+        f"runtime {' and '.join(runtime_runs(rows))}"
     )
-    return "\n".join([head, f"{last['frames']} frames: {last['measurement']}"])  # `render_figure` wraps them
+    caption = (
+        "Bar labels: speedup = Native's time ÷ the method's (above 1 = faster). "
+        f"Median of {last['repeats']} interleaved round(s) after {last.get('warmup', 0)} warm-up. "
+        f"{last['frames']} frame{'s' if int(last['frames']) > 1 else ''}: {last['measurement']}."
+    )
+    return head, caption
 
 
 TABLE_MS = ("preprocess", "vision_encoder", "pruning", "other", "prefill", "pre_llm", "ttft")
@@ -125,10 +131,11 @@ def latex(rows: list[dict], title: str) -> str:
     return f"% {title}\n" + "\n".join(tables)
 
 
-def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: tuple[str, str]) -> None:
     """One panel per (title, bars), native first: the model time (preprocess left out) stacked into
     visual encoder / other (projector, pooling, layout, post-encoder pruning) / LLM prefill, each bar
-    labelled with its total relative to native; below, the same without the LLM (pre-LLM at its own scale)."""
+    labelled with its speedup (native's total ÷ its own); below, the same without the LLM (pre-LLM at its own
+    scale). ``title``: the heading and the caption (`figure_title`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +144,8 @@ def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) 
 
     width = len(panels) * max(4.0, 0.45 * max(len(bars) for _, bars in panels))
     fig, axes = plt.subplots(2, len(panels), figsize=(width, 7.4), squeeze=False, height_ratios=(3, 2))
-    title = "\n".join(textwrap.fill(line, int(width * 11)) for line in title.split("\n"))
+    heading, caption = title
+    caption = textwrap.fill(caption, int(width * 16))
     colours = ("#4C72B0", "#DD8452", "#55A868")
     for column, (panel_title, bars) in enumerate(panels):
         x = np.arange(len(bars))
@@ -155,7 +163,7 @@ def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) 
                 ax.bar(x, prefill * scale, bottom=(encoder + other) * scale, color=colours[2], label="LLM prefill")
             for i, total in enumerate(totals):
                 ax.annotate(
-                    f"{total / totals[0]:.2f}",
+                    f"{totals[0] / total:.2f}x",
                     (i, total * scale),
                     ha="center",
                     va="bottom",
@@ -167,13 +175,17 @@ def render_figure(panels: list[tuple[str, list[dict]]], path: Path, title: str) 
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
             ax.margins(y=0.08)
-            if column == 0:
-                ax.set_ylabel(f"TTFT w/o preprocess ({unit})" if top == 0 else f"pre-LLM ({unit})")
+            ax.set_ylabel(f"TTFT w/o preprocess ({unit})" if top == 0 else f"pre-LLM ({unit})")
         axes[0][column].set_title(panel_title)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=9, x=0.01, ha="left", y=0.99)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    lines = caption.count("\n") + 1
+    bottom = 0.05 + 0.022 * lines
+    fig.legend(
+        handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, bottom - 0.045)
+    )
+    fig.text(0.01, 0.005, caption, fontsize=7.5, ha="left", va="bottom")
+    fig.suptitle(heading, fontsize=11, x=0.01, ha="left", y=0.99)
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     write_figure(fig, path, dpi=150)
 
 

@@ -244,22 +244,29 @@ def agreement_markdown(rows: list[Row], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def ttft_markdown(rows: list[Row]) -> str:
-    """Median TTFT and model TTFT (ms) of every complete run, and each ÷ Native's (same machine and sweep).
-
-    Model TTFT leaves out video decoding and preprocessing (CPU work no pruner changes)."""
+def ttft_medians(rows: list[Row]) -> dict[tuple, tuple[float | None, float | None]]:
+    """(median TTFT, median model TTFT) in seconds of every complete run, by (method, budget)."""
     medians = {}
     for row in rows:
         if row.config is not None:
             overall = json.loads((row.run / "latency.json").read_text())["overall"]
             medians[row.method, row.budget] = (overall.get("ttft"), overall.get("model_ttft"))
+    return medians
+
+
+def ttft_markdown(rows: list[Row]) -> str:
+    """Median TTFT and model TTFT (ms) of every complete run, and each one's speedup: Native's ÷ the run's (same
+    machine and sweep; above 1 = faster).
+
+    Model TTFT leaves out video decoding and preprocessing (CPU work no pruner changes)."""
+    medians = ttft_medians(rows)
     native = medians.get(("none", None), (None, None))
-    table = [["Method", "Tokens", "TTFT ms", "÷ Native", "model TTFT ms", "÷ Native"]]
+    table = [["Method", "Tokens", "TTFT ms", "speedup", "model TTFT ms", "speedup"]]
     for row in rows:
         cells = [row.label, "all" if row.budget is None else str(row.budget)]
         for ours, base in zip(medians.get((row.method, row.budget), (None, None)), native, strict=True):
             cells.append(MISSING if ours is None else f"{1000 * ours:.1f}")
-            cells.append(f"{ours / base:.2f}" if ours is not None and base else MISSING)
+            cells.append(f"{base / ours:.2f}x" if ours and base else MISSING)
         table.append(cells)
     return markdown_table(table, left=2)
 
@@ -301,7 +308,10 @@ def csv_frame(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> 
 
 
 def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bool:
-    """Acc. against Overall relative latency: ours and the paper's side by side (one colour per method).
+    """Acc. against speedup over Native (Native ÷ method; above 1 = faster), ours and the paper's side by side,
+    one colour per method, Native a star. The speedup is 1 ÷ the Overall relative latency where the table has
+    that column (Table 1), else Native's median TTFT ÷ the run's (ours only: the paper reports no latency for
+    Tables 2 and 3; its panel is then left out).
 
     False (and no file) when none of our rows has both values yet.
     """
@@ -310,27 +320,52 @@ def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def points(rows):
-        return [r for r in rows if all(isinstance(r.values.get(c), float | int) for c in ("Overall", "Acc."))]
+    by_overall = any(isinstance(r.values.get("Overall"), float | int) for r in ours)
+    medians = {} if by_overall else ttft_medians(ours)
+    native_ttft = medians.get(("none", None), (None, None))[0]
 
-    if not points(ours):
+    def speedup(row: Row, timed: bool) -> float | None:
+        overall = row.values.get("Overall")
+        if isinstance(overall, float | int) and overall > 0:
+            return 1.0 / overall
+        ttft = medians.get((row.method, row.budget), (None, None))[0] if timed else None
+        return native_ttft / ttft if ttft and native_ttft else None
+
+    def points(rows, timed: bool = False):
+        scored = [row for row in rows if isinstance(row.values.get("Acc."), float | int)]
+        return [(row, x) for row in scored if (x := speedup(row, timed))]
+
+    if not points(ours, timed=True):
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    panels = [(ours, "ours", True), (paper, "paper", False)] if points(paper) else [(ours, "ours", True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.4), squeeze=False)
     colours = {}
-    for ax, rows, name in ((axes[0], ours, "ours"), (axes[1], paper, "paper")):
-        for row in points(rows):
+    for ax, (rows, name, timed) in zip(axes[0], panels, strict=True):
+        for row, x in points(rows, timed):
             colour = colours.setdefault(row.method, f"C{len(colours) % 10}")
-            x, y = row.values["Overall"], row.values["Acc."]
-            ax.scatter(x, y, s=60, color=colour, marker="*" if row.budget is None else "o", label=row.label)
+            y = row.values["Acc."]
+            native = row.budget is None
+            ax.scatter(
+                x,
+                y,
+                s=160 if native else 60,
+                color=colour,
+                marker="*" if native else "o",
+                label=row.label,
+                zorder=3 if native else 2,
+                edgecolors="black" if native else "none",
+            )
             tag = "all" if row.budget is None else str(row.budget)
             ax.annotate(tag, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
-        ax.legend(unique.values(), unique.keys(), fontsize=8)
+        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("Overall latency relative to Native (lower is better)")
+        latency = "Overall latency" if by_overall else "TTFT"
+        ax.set_xlabel(f"speedup over Native: Native's {latency} ÷ the method's (above 1 = faster)")
         ax.set_ylabel("Acc. (the paper's average)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title} (labels: tokens kept)", fontsize=11)
+        ax.margins(0.12)
+    fig.suptitle(f"{title} (point labels: tokens kept)", fontsize=11)
     write_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
