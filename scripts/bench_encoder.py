@@ -54,7 +54,7 @@ from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> tuple[EncoderBench | None, Path | None]:
     """The benchmark the arguments ask for (checked before any model is built), or the result JSON to render."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tower", choices=sorted(TOWERS), default="clip")
     parser.add_argument("--frames", type=int, default=None, help="batch of frames/images (clip: 1, siglip: 64)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")

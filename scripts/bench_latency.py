@@ -45,7 +45,7 @@ from evoprune.harness.inference.runtime import RUNTIMES  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> tuple[LatencyBench, Path | None]:
     """The benchmark the arguments ask for (checked before any model is built), and the CSV to redraw."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="llava15")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument(

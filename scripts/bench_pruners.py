@@ -20,7 +20,7 @@ from evoprune.harness.benchmarks.pruners import bench_pruners  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 64, 32])
     parser.add_argument("--repeats", type=int, default=5)

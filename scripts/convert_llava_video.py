@@ -41,7 +41,7 @@ def convert(original_dir: Path, out_dir: Path, vision: dict, dtype: torch.dtype)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("original_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument(

@@ -19,7 +19,7 @@ from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", choices=("real", "tiny"), default="real")
     parser.add_argument("--frames", type=int, default=8, help="SigLIP frames (CLIP: one image)")
     parser.add_argument("--schedule", default="skip")

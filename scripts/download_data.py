@@ -97,7 +97,7 @@ def print_sizes(found: list[TaskData]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="all")
     parser.add_argument("--root", help="the local copy (default: data.root in configs/config.yaml)")
     action = parser.add_mutually_exclusive_group()

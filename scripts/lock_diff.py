@@ -67,7 +67,7 @@ def lock_differences(locked: dict[str, str], visible: dict[str, str], own: set[s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lock", type=Path, default=Path(__file__).resolve().parent.parent / "requirements.lock")
     parser.add_argument("--strict", action="store_true", help="exit 1 on any difference")
     args = parser.parse_args()

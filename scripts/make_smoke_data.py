@@ -11,7 +11,7 @@ from evoprune.harness.data.smoke_data import ensure_smoke_data, sample_counts
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--force", action="store_true", help="regenerate even if the data is up to date")
     args = parser.parse_args(argv)
     data_dir = ensure_smoke_data(force=args.force)

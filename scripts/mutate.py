@@ -89,7 +89,7 @@ def _row(module: str, counts: Counter) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "results" / "mutation.md")
     parser.add_argument("--minutes", type=float, default=None, help="stop the run after this long (it resumes)")
     parser.add_argument("--skip-run", action="store_true", help="report on the last run only")

@@ -22,7 +22,7 @@ from evoprune.harness.common.paths import RESULTS_DIR  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> EncoderProfile:
     """The profiling run the arguments ask for, checked before any model is built."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tower", choices=sorted(TOWERS), default="clip")
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument("--budget", type=int, default=64)

@@ -18,7 +18,7 @@ from evoprune.harness.training.trainer import TrainingOptions, train
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="the model config to train")
     parser.add_argument("--images", type=int, help="training images, or clips (default: the model's recipe's)")
     parser.add_argument("--rounds", type=int, help="rounds of the three tasks' questions per image")

@@ -84,7 +84,8 @@ def test_evoprune_run_feeds_the_llm_exactly_budget_tokens(default_run, runs_root
     assert all((row["visual_tokens_before"], row["visual_tokens_after"]) == (576, 32) for row in rows)
     latency = json.loads((run / "latency.json").read_text())
     assert latency["relative_to_native"]["total"] > 0  # compared with the native run beside it
-    assert "vs native" in result.stdout
+    relative = latency["relative_to_native"]["total"]
+    assert f"{1 / relative:.2f}x" in result.stdout and "speedup = the native run's median ÷ this run's" in result.stdout
 
 
 def test_unreadable_image_is_an_error_not_an_answer(tmp_path):

@@ -69,3 +69,11 @@ def test_only_complete_runs_are_read_and_missing_ones_show_as_missing(tmp_path):
 def test_an_image_experiment_is_refused(tmp_path):
     with pytest.raises(fig4.ConfigError, match="LLaVA-Video"):
         fig4.render(["+experiment=fig4_smoke", "model=tiny_llava", "benchmark=smoke_image"], tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize(("runtime", "name"), [("eager", "fig4_smoke"), ("compiled", "fig4_smoke_compiled")])
+def test_a_compiled_sweep_renders_into_its_own_files(tmp_path, runtime, name):
+    overrides = ["+experiment=fig4_smoke", f"output_dir={tmp_path / 'runs'}", f"runtime={runtime}"]
+    fig4.render(overrides, tmp_path / "tables", tmp_path / "figures")
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [f"{name}.csv", f"{name}.md"]
+    assert (tmp_path / "figures" / f"{name}.png").exists()

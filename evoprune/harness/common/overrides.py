@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from evoprune.harness.common.paths import CONFIG_DIR
 
 GROUPS = ("model", "pruner", "benchmark", "experiment")
-# Keys a run may add with `+` (README: sweeps and their cells).
+# Keys a run may add with `+` (docs/reproducing.md: sweeps and their cells).
 ADDABLE = ("experiment", "cell")
 _MISSING = object()
 

@@ -329,7 +329,7 @@ def _unavailable(model_cfg, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"Cannot load model {model_cfg['name']!r} from {model_cfg['path']!r}: {reason}\n"
         f"Download the weights on a machine with Hugging Face Hub access "
-        f"(`huggingface-cli download {model_cfg['path']}`) and point the run at them with "
+        f"(`hf download {model_cfg['path']}`) and point the run at them with "
         f"`model.path=/local/dir/with/the/weights` (or set HF_HOME to a cache that holds them); "
         f"on a machine with Hub access, `model.download=true` fetches them."
     )

@@ -45,6 +45,7 @@ from evoprune.harness.common.text_tables import latex_table, markdown_table
 from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
 from evoprune.harness.inference.runtime import RUNTIMES
+from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import METHOD_LABELS as LABELS
 from evoprune.harness.results.resume import RUN_RECORD
 from evoprune.harness.results.tables import MISSING
@@ -313,10 +314,15 @@ def plot(frame: pd.DataFrame, path: Path, heading: str, source_line: str) -> Non
 
         handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if i else "") for i in range(len(runtimes))]
         labels += [f"runtime {name}" for name in runtimes]
-    ax.legend(handles, labels)
-    ax.set_title(textwrap.fill(source_line, 110), fontsize=8)
-    figure.suptitle(f"{heading} (labels: TTFT speedup over Native of the same runtime; — = no data)")
-    figure.tight_layout()
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(labels), fontsize=8)
+    caption = textwrap.fill(
+        "Bar labels: TTFT speedup = Native's TTFT ÷ the method's, same runtime (above 1 = faster); — = no data. "
+        f"Source: {source_line}",
+        150,
+    )
+    figure.text(0.01, 0.01, caption, fontsize=7.5, ha="left", va="bottom")
+    figure.suptitle(heading)
+    figure.tight_layout(rect=(0, 0.04 + 0.025 * caption.count("\n"), 1, 1))
     write_figure(figure, path, dpi=110)
 
 
@@ -373,7 +379,7 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
         )
     frame, source, why = collect(cfg, jobs)
     # the config's runtime names the files, as for the tables (the eager ones are the paper's setting)
-    name = cfg.experiment.name if cfg.runtime == "eager" else f"{cfg.experiment.name}_{cfg.runtime}"
+    name = output_name(cfg)
     heading = f"Figure 3: TTFT breakdown on {cfg.experiment.task} ({name})"
     ours, comparison = table_rows(frame), comparison_rows(frame)
     md = "\n\n".join(

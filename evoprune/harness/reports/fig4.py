@@ -25,6 +25,7 @@ from evoprune.harness.common.outputs import write_figure, write_text
 from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
+from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import PAPER_DIR
 from evoprune.harness.results.resume import RUN_RECORD
 from evoprune.harness.results.tables import MISSING
@@ -143,7 +144,7 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
     vision = cfg.model.get("vision") or cfg.model.tiny.vision
     frame = collect(jobs)
     counts = schedules(jobs, vision.num_layers, cfg.model.encoder_tokens)
-    name = cfg.experiment.name
+    name = output_name(cfg)
     complete = int(frame.encoder_s.notna().sum())
     notes = [
         f"Ours: model={cfg.model.name}, benchmark={cfg.benchmark.name}, limit={cfg.limit}; "

@@ -16,6 +16,7 @@ from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.common.source import code_version
 from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
+from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import SPECS
 from evoprune.harness.results.tables import (
     ID_COLUMNS,
@@ -106,7 +107,7 @@ def render(overrides: list[str], tables_dir: Path, figures_dir: Path) -> Path:
     cfg, jobs = experiment_jobs(str(CONFIG_DIR), overrides)
     paper_table = cfg.experiment.paper_table
     compiled = cfg.runtime != "eager"  # its own files: the eager table is the paper's setting
-    name = f"{cfg.experiment.name}_{cfg.runtime}" if compiled else cfg.experiment.name
+    name = output_name(cfg)
     cells = [(job.pruner.name, job.budget, run_dir(job)) for job in jobs]
     ours = collect(cells, dict(cfg.benchmark.columns), paper_table)
     paper = paper_rows(paper_table)

@@ -83,13 +83,13 @@ def render_summary(title: str, metrics: dict, latency: dict, relative: dict | No
     overall = latency["overall"]
     lines += ["", f"latency over {overall['samples']} timed samples (median ms per sample)"]
     header = f"{'stage':<16} {'ms':>10}"
-    lines.append(header + (f" {'vs native':>10}" if relative else ""))
+    lines.append(header + (f" {'speedup':>10}" if relative else ""))
     for key in SUMMARY_KEYS:
         if key not in overall:
             continue
         row = f"{key:<16} {overall[key] * 1000:>10.2f}"
         if relative and key in relative:
-            row += f" {relative[key]:>9.2f}x"
+            row += f" {1 / relative[key]:>9.2f}x" if relative[key] else f" {'—':>10}"
         lines.append(row)
     if "visual_tokens_after" in overall:
         lines.append(f"{'visual tokens':<16} {overall['visual_tokens_after']:>10g}")
@@ -97,5 +97,7 @@ def render_summary(title: str, metrics: dict, latency: dict, relative: dict | No
         lines.append(f"{'newline tokens':<16} {overall['newline_tokens']:>10g}  (not counted as visual tokens)")
         lines.append(f"{'frames':<16} {overall['frames']:>10g}")
     if relative is None:
-        lines.append(f"(no ratios to native: {relative_note})")
+        lines.append(f"(no speedups: {relative_note})")
+    else:
+        lines.append("speedup = the native run's median ÷ this run's (above 1 = faster)")
     return "\n".join(lines)
