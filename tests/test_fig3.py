@@ -233,3 +233,13 @@ def test_both_runtimes_drawn_side_by_side_each_over_its_own_native(tmp_path):
     ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke.csv")
     native = ours[(ours.block == "ours") & (ours.method == "none")].set_index("runtime")
     assert native.encoder_ms.astype(float).to_dict() == {"eager": 1000.0, "compiled": 250.0}
+
+
+def test_every_method_complete_renders_and_says_none_is_missing(tmp_path):
+    for method, folder in _folders(tmp_path).items():
+        _write_run(folder, _stages(2.0 if method == "none" else 1.0, 0.5, 0.1, 4.0))
+    figure, _ = _render(tmp_path, tmp_path / "no-bench.csv")
+    md = (tmp_path / "tables" / "fig3_smoke.md").read_text()
+    assert figure.read_bytes().startswith(PNG_MAGIC) and "— = no data" not in md.split("## Notes")[0]
+    ours = pd.read_csv(tmp_path / "tables" / "fig3_smoke.csv").query("block == 'ours'")
+    assert ours.ttft_ms.notna().all() and len(ours) == 7

@@ -337,7 +337,7 @@ def notes(cfg, frame: pd.DataFrame, source: str, why: str) -> list[str]:
         "says why 64: there Table 2's relative latencies match the §4.3 text best).",
         f"Paper: {PAPER_SOURCE}; the speedups its text states, the bars' values not transcribed.",
     ]
-    missing = frame.loc[frame.ttft_ms.isna(), ["label", "runtime"]].apply(" ".join, axis=1).tolist()
+    missing = [f"{row.label} {row.runtime}" for row in frame[frame.ttft_ms.isna()].itertuples()]
     drawn = list(dict.fromkeys(frame.runtime))
     absent = [name for name in RUNTIMES if name not in drawn]
     lines.append(

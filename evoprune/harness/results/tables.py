@@ -339,10 +339,12 @@ def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bo
         return False
     panels = [(ours, "ours", True), (paper, "paper", False)] if points(paper) else [(ours, "ours", True)]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.4), squeeze=False)
+    methods = {row.method for rows, _, _ in panels for row in rows}
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")  # one colour per method
     colours = {}
     for ax, (rows, name, timed) in zip(axes[0], panels, strict=True):
         for row, x in points(rows, timed):
-            colour = colours.setdefault(row.method, f"C{len(colours) % 10}")
+            colour = colours.setdefault(row.method, palette(len(colours) % palette.N))
             y = row.values["Acc."]
             native = row.budget is None
             ax.scatter(
@@ -362,7 +364,7 @@ def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bo
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
         ax.set_title(name, fontsize=10)
         latency = "Overall latency" if by_overall else "TTFT"
-        ax.set_xlabel(f"speedup over Native: Native's {latency} ÷ the method's (above 1 = faster)")
+        ax.set_xlabel(f"speedup: Native's {latency} ÷ the method's\n(above 1 = faster)", fontsize=9)
         ax.set_ylabel("Acc. (the paper's average)")
         ax.grid(alpha=0.3)
         ax.margins(0.12)
