@@ -310,8 +310,8 @@ def csv_frame(blocks: list[tuple[str, list[Row], bool]], columns: list[str]) -> 
 def pareto_plot(ours: list[Row], paper: list[Row], path: Path, title: str) -> bool:
     """Acc. against speedup over Native (Native ÷ method; above 1 = faster), ours and the paper's side by side,
     one colour per method, Native a star. The speedup is 1 ÷ the Overall relative latency where the table has
-    that column (Table 1), else Native's median TTFT ÷ the run's (ours only: the paper reports no latency for
-    Tables 2 and 3; its panel is then left out).
+    that column (Tables 1 and 2), else Native's median TTFT ÷ the run's (ours only: the paper reports no latency
+    for Table 3; its panel is then left out).
 
     False (and no file) when none of our rows has both values yet.
     """
