@@ -118,7 +118,7 @@ def test_smoke_table_renders_all_19_rows_beside_the_paper_then_the_extra_rows(sw
     ttft = md.split("## Time to first token")[1].split("## Notes")[0]
     ttft_rows = [[c.strip() for c in line.strip("|").split("|")] for line in ttft.splitlines() if line.startswith("| ")]
     assert len(ttft_rows) == 2 + 19 + len(EXTRA)  # header, rule, every row
-    assert ttft_rows[2][:2] == ["Native", "all"] and ttft_rows[2][3] == ttft_rows[2][5] == "1.00"
+    assert ttft_rows[2][:2] == ["Native", "all"] and ttft_rows[2][3] == ttft_rows[2][5] == "1.00x"
     assert all(float(ms) > 0 for row in ttft_rows[2:] for ms in (row[2], row[4]))
     table = load_paper_table("table1")
     assert len(table) == 19
