@@ -402,7 +402,7 @@ def test_prefill_reads_the_span_around_unmarked_positions(tiny_loaded, monkeypat
     with torch.no_grad():
         out, kept = prefill_module.dart_prefill(llm, embeds, mask, budget=8)
     assert calls == [(15, 7, 23)] and kept == 8
-    assert out.past_key_values.layers[-1].keys.shape[2] == 40 - 15 + 8  # the unmarked positions all kept
+    assert out.cache.layers[-1].keys.shape[2] == 40 - 15 + 8  # the unmarked positions all kept
     with pytest.raises(ValueError, match="marks none"):
         prefill_module.dart_prefill(llm, embeds, torch.zeros(40, dtype=torch.bool), budget=8)
 

@@ -46,8 +46,8 @@ def test_dart_prefill_keeping_everything_is_the_native_prefill(tiny_loaded):
         dart, kept = dart_prefill(llm, embeds, mask, budget=20)
         assert kept == 20
         assert torch.allclose(native.last_hidden_state, dart.last_hidden_state, atol=1e-5)
-        step_native = llm(input_ids=next_token, past_key_values=native.past_key_values, use_cache=True)
-        step_dart = llm(input_ids=next_token, past_key_values=dart.past_key_values, use_cache=True)
+        step_native = llm(input_ids=next_token, cache=native.cache, use_cache=True)
+        step_dart = llm(input_ids=next_token, cache=dart.cache, use_cache=True)
     assert torch.allclose(step_native.last_hidden_state, step_dart.last_hidden_state, atol=1e-5)
 
 
@@ -56,11 +56,11 @@ def test_dart_prefill_prunes_from_its_layer_on(tiny_loaded):
     embeds, mask = _prompt()
     with torch.no_grad():
         out, kept = dart_prefill(llm, embeds, mask, budget=8, layer=2)
-        cached = [layer.keys.shape[2] for layer in out.past_key_values.layers]
+        cached = [layer.keys.shape[2] for layer in out.cache.layers]
         assert (kept, out.last_hidden_state.shape[1]) == (8, 40 - 12)
         assert cached == [40, 40, 28, 28]  # layers below K hold the whole prompt
-        step = llm(input_ids=torch.tensor([[7]]), past_key_values=out.past_key_values, use_cache=True)
-    assert [layer.keys.shape[2] for layer in step.past_key_values.layers] == [41, 41, 29, 29]
+        step = llm(input_ids=torch.tensor([[7]]), cache=out.cache, use_cache=True)
+    assert [layer.keys.shape[2] for layer in step.cache.layers] == [41, 41, 29, 29]
 
 
 @pytest.mark.parametrize(

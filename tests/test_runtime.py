@@ -60,7 +60,7 @@ def test_the_prefill_and_the_decode_step_are_one_graph_each(model):
     with torch.inference_mode():
         _single_graph(Pruner(None).prefill, language_model, embeds, mask, frames=1)
         out, _ = Pruner(None).prefill(language_model, embeds, mask)
-        _single_graph(decode_step, language_model, head, torch.tensor([5]), out.past_key_values)
+        _single_graph(decode_step, language_model, head, torch.tensor([5]), out.cache)
 
 
 def _answers(cfg, prompts, runtime_name):
