@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -41,6 +42,13 @@ SLOW_MODULES = ("test_trained_tiny_video.py", "test_table1.py", "test_trained_ti
 def pytest_collection_modifyitems(items):
     """Slow modules first, each in its collected order; everything else after, unchanged."""
     items.sort(key=lambda item: item.path.name not in SLOW_MODULES)
+
+
+def pytest_collection_finish(session):
+    """Freeze what collection imported (torch, transformers, lmms-eval, the harness: ~500k objects) out of the
+    garbage collector's sight: each automatic full collection during the tests would walk them all again."""
+    gc.collect()
+    gc.freeze()
 
 
 def compose_config(*overrides: str):
