@@ -207,6 +207,24 @@ def test_experiment_cells_expand_to_native_plus_the_papers_rows(experiment, runs
     assert {job.experiment.paper_table for job in jobs} == {experiment.removesuffix("_smoke")}
 
 
+def test_a_sweep_job_reuses_the_config_the_preflight_composed_for_its_cell():
+    from hydra.core.hydra_config import HydraConfig
+
+    from evoprune.harness.evaluation.sweep import apply_cell, cell_overrides, job_configs
+
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+        sweep = compose("config", overrides=["+experiment=table3", "limit=2"], return_hydra_config=True)
+        jobs = job_configs(sweep)
+        for limit, expected in (("limit=2", jobs[3]), ("limit=3", None)):  # the sweep's job; one it did not compose
+            overrides = ["+cell=evoprune_no_div-64", "+experiment=table3", limit]
+            job = compose("config", overrides=overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(job)
+            fresh = compose("config", overrides=cell_overrides(overrides, job.cell))
+            applied = apply_cell(job)
+            assert applied == fresh and (applied.pruner.name, applied.budget) == ("evoprune_no_div", 64)
+            assert (applied is expected) == (expected is not None)
+
+
 def test_submitit_slurm_launcher_composes_one_job_per_run():
     """For cluster users: `python run.py -m +experiment=table1 hydra/launcher=submitit_slurm` (no cluster needed)."""
     from hydra.utils import get_class

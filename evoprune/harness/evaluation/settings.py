@@ -91,10 +91,10 @@ SEED_MAX = 2**32 - 1
 
 def check_types(cfg) -> None:
     """Apply the `TopLevel` schema to ``cfg``'s top-level fields; the first bad one raises."""
+    schema = OmegaConf.structured(TopLevel)  # merging leaves it as it is
     for spec in fields(TopLevel):
         if spec.name not in cfg:
             raise ConfigError(f"the config has no top-level field {spec.name!r}; configs/config.yaml must define it")
-        schema = OmegaConf.structured(TopLevel)
         try:
             OmegaConf.merge(schema, {spec.name: cfg[spec.name]})
         except ValidationError as err:

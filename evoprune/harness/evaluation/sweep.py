@@ -55,16 +55,29 @@ def cell_overrides(task_overrides, cell: str) -> list[str]:
     return [*kept, f"pruner={pruner}", f"budget={budget}"]
 
 
+# Each job's config as `job_configs` composed it, by its final overrides: a job of this process reuses it
+# instead of composing again (a compose of an experiment takes ~0.07 s; Table 1 has 31 jobs).
+_composed_jobs: dict[tuple[str, ...], DictConfig] = {}
+
+
 def apply_cell(cfg: DictConfig) -> DictConfig:
     """Inside a Hydra job: ``cfg`` recomposed for its ``cell`` (unchanged when it has none)."""
     if cfg.get("cell") is None:
         return cfg
     hydra_cfg = HydraConfig.get()
-    return compose(hydra_cfg.job.config_name, overrides=cell_overrides(list(hydra_cfg.overrides.task), cfg.cell))
+    overrides = cell_overrides(list(hydra_cfg.overrides.task), cfg.cell)
+    composed = _composed_jobs.get(tuple(overrides))
+    return composed if composed is not None else compose(hydra_cfg.job.config_name, overrides=overrides)
+
+
+def _cell_of(overrides) -> str | None:
+    """The value of a ``+cell=`` override among ``overrides``, if any."""
+    cells = [o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith("cell=")]
+    return cells[-1] if cells else None
 
 
 def job_configs(config: DictConfig) -> list[DictConfig]:
-    """Every job of the multirun ``config`` describes, composed as its run will see it."""
+    """Every job of the multirun ``config`` describes, composed as its run will see it (and kept for it)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -73,9 +86,14 @@ def job_configs(config: DictConfig) -> list[DictConfig]:
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     composed = []
     for overrides in jobs:
-        cfg = compose(config.hydra.job.config_name, overrides=list(overrides))
-        if cfg.get("cell") is not None:
-            cfg = compose(config.hydra.job.config_name, overrides=cell_overrides(overrides, cfg.cell))
+        cell = _cell_of(overrides)
+        if cell is None:
+            cfg = compose(config.hydra.job.config_name, overrides=list(overrides))
+            cell = cfg.get("cell")
+        if cell is not None:
+            overrides = cell_overrides(overrides, cell)
+            cfg = compose(config.hydra.job.config_name, overrides=overrides)
+        _composed_jobs[tuple(overrides)] = cfg
         composed.append(cfg)
     return composed
 
