@@ -24,17 +24,22 @@ def main(cfg: DictConfig) -> int:
     global exit_status
     from evoprune.harness.common.errors import ConfigError, DataUnavailableError, ModelUnavailableError
     from evoprune.harness.common.run_lock import RunFolderBusy
-    from evoprune.harness.evaluation.runner import RunStopped, evaluate
+    from evoprune.harness.evaluation.settings import check_config
     from evoprune.harness.evaluation.sweep import apply_cell
 
     try:
-        code = evaluate(apply_cell(cfg))
+        cfg = apply_cell(cfg)
+        check_config(cfg)  # a bad value ends here, before the model code and lmms-eval are imported (~3 s)
+        from evoprune.harness.evaluation import runner
+
+        try:
+            code = runner.evaluate(cfg)
+        except runner.RunStopped as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 3
     except (ConfigError, ModelUnavailableError, DataUnavailableError, RunFolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
-    except RunStopped as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 3
     exit_status = max(exit_status, code)
     return code
 

@@ -128,26 +128,35 @@ def renderer_main(render, description: str, default_root, argv: list[str] | None
     return 0
 
 
+def _first_of_each(configs: list[DictConfig], group: str) -> list[DictConfig]:
+    """The first of ``configs`` with each distinct ``<group>.name`` (e.g. one per model)."""
+    firsts: dict[str, DictConfig] = {}
+    for cfg in configs:
+        firsts.setdefault(cfg[group].name, cfg)
+    return list(firsts.values())
+
+
 def preflight(configs: list[DictConfig]) -> None:
-    """Check every run's config, weights and datasets; the first problem raises."""
-    from evoprune.harness.evaluation.runner import load_tasks, quiet_lmms_eval
+    """Check every run's config, then weights, then datasets, each step for every run before the next, heavier
+    one (a bad value fails before the model code and lmms-eval are imported); the first problem raises."""
     from evoprune.harness.evaluation.settings import check_config
     from evoprune.harness.inference.pruning import build_pruner, locate_pruner_weights
-    from evoprune.harness.models.loading import locate_weights
-    from evoprune.harness.results.judge import JudgeConfig, plan_tasks
 
-    checked_models, checked_benchmarks = set(), set()
     for cfg in configs:
         check_config(cfg)
-        quiet_lmms_eval(cfg.log_level)
         build_pruner(cfg.pruner, cfg.budget)
+    from evoprune.harness.models.loading import locate_weights
+
+    for cfg in _first_of_each(configs, "model"):
+        locate_weights(cfg.model)
+    for cfg in configs:
         locate_pruner_weights(cfg.pruner)
-        if cfg.model.name not in checked_models:
-            locate_weights(cfg.model)
-            checked_models.add(cfg.model.name)
-        if cfg.benchmark.name not in checked_benchmarks:
-            load_tasks(cfg.benchmark, cfg.model, plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)))
-            checked_benchmarks.add(cfg.benchmark.name)
+    from evoprune.harness.evaluation.runner import load_tasks, quiet_lmms_eval
+    from evoprune.harness.results.judge import JudgeConfig, plan_tasks
+
+    for cfg in _first_of_each(configs, "benchmark"):
+        quiet_lmms_eval(cfg.log_level)
+        load_tasks(cfg.benchmark, cfg.model, plan_tasks(cfg.benchmark.tasks, JudgeConfig.resolve(cfg.judge)))
 
 
 try:  # the callback base class moved between Hydra versions
