@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import render_fig3  # noqa: E402
 
 from evoprune.harness.common.outputs import write_json  # noqa: E402
-from evoprune.harness.evaluation.runner import run_dir  # noqa: E402
 from evoprune.harness.evaluation.sweep import job_configs  # noqa: E402
 from evoprune.harness.reports import fig3  # noqa: E402
 from evoprune.harness.results.resume import RUN_RECORD, identity_config  # noqa: E402
+from evoprune.harness.results.run_folder import run_dir  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,7 +22,7 @@ def _jobs(*overrides):
 
 
 def test_six_schedules_at_three_budgets_each_get_their_own_run_folder():
-    from evoprune.harness.evaluation.runner import run_dir
+    from evoprune.harness.results.run_folder import run_dir
 
     jobs = _jobs()
     cells = {(job.pruner.schedule, job.budget) for job in jobs}
@@ -47,7 +47,7 @@ def test_drawn_merge_counts_are_the_ones_the_patched_tower_uses():
 
 def test_only_complete_runs_are_read_and_missing_ones_show_as_missing(tmp_path):
     jobs = _jobs(f"output_dir={tmp_path}")
-    from evoprune.harness.evaluation.runner import run_dir
+    from evoprune.harness.results.run_folder import run_dir
 
     done = run_dir(jobs[0])
     write_json(

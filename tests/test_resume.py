@@ -12,7 +12,6 @@ from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
 from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.common.outputs import write_json, write_jsonl, write_text
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.results import resume
 from evoprune.harness.results.resume import (
     Journal,
@@ -23,6 +22,7 @@ from evoprune.harness.results.resume import (
     only_new_fields,
     plan_run,
 )
+from evoprune.harness.results.run_folder import run_dir
 
 
 def _record(doc_id, answer="a", error=None, task="smoke_vqa"):

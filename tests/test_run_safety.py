@@ -14,8 +14,8 @@ from evoprune.harness.common import machine_load
 from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.common.overrides import check_command_line
 from evoprune.harness.common.run_lock import RunFolderBusy, lock_path, run_folder_lock
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.settings import check_config
+from evoprune.harness.results.run_folder import run_dir
 
 # --- a limit a task cannot score is refused before any work ---------------------------------------------
 

@@ -11,7 +11,7 @@ from PIL import Image
 from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.data.smoke_video import ensure_smoke_video_data
 from evoprune.harness.evaluation import runner
-from evoprune.harness.evaluation.runner import load_pruned_model, run_dir
+from evoprune.harness.evaluation.runner import load_pruned_model
 from evoprune.harness.evaluation.settings import check_config
 from evoprune.harness.inference.pipeline import generate
 from evoprune.harness.inference.pruning import Pruner, build_pruner
@@ -23,6 +23,7 @@ from evoprune.harness.inference.runtime import (
     tower_hidden_states,
 )
 from evoprune.harness.reports import paper_table
+from evoprune.harness.results.run_folder import run_dir
 
 IMAGE = Image.new("RGB", (64, 48), (200, 40, 90))
 

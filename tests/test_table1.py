@@ -13,9 +13,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT, compose_config, count_lines, kill_when, start
 
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.results.paper import load_paper_table
 from evoprune.harness.results.resume import parse_journal
+from evoprune.harness.results.run_folder import run_dir
 
 # The paper's 19 cells and two extra rows at one budget: one merging in the encoder, one reducing before the
 # projector (the other two extra methods run end to end in test_baselines_harness; CI time is short).

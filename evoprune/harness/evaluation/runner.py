@@ -41,26 +41,8 @@ from evoprune.harness.models.loading import LoadedModel, load_model, locate_weig
 from evoprune.harness.results.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.results.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.results.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config
+from evoprune.harness.results.run_folder import NATIVE_RUN, run_dir, run_name
 from evoprune.harness.results.video_metrics import derived_metrics
-
-NATIVE_RUN = "none-all"
-
-
-def run_name(cfg) -> str:
-    """``<pruner>-<budget|all>``, the run's folder name."""
-    return f"{cfg.pruner.name}-{'all' if cfg.budget is None else cfg.budget}"
-
-
-def run_dir(cfg) -> Path:
-    """``<output_dir>/<model>/<benchmark>[-limit<n>][-compiled]/<run_name>``: capped runs never share a folder
-    with full ones, nor compiled runs with eager ones."""
-    root = Path(cfg.output_dir)
-    root = root if root.is_absolute() else REPO_ROOT / root
-    limit = cfg.get("limit")
-    suite = cfg.benchmark.name if limit is None else f"{cfg.benchmark.name}-limit{limit}"
-    if cfg.get("runtime", "eager") != "eager":
-        suite += f"-{cfg.runtime}"
-    return root / cfg.model.name / suite / run_name(cfg)
 
 
 def _seed_everything(seed: int) -> None:

@@ -42,12 +42,12 @@ from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.common.outputs import write_figure, write_text
 from evoprune.harness.common.paths import CONFIG_DIR, REPO_ROOT, RESULTS_DIR
 from evoprune.harness.common.text_tables import latex_table, markdown_table
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
 from evoprune.harness.inference.runtime import RUNTIMES
 from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import METHOD_LABELS as LABELS
 from evoprune.harness.results.resume import RUN_RECORD
+from evoprune.harness.results.run_folder import run_dir
 from evoprune.harness.results.tables import MISSING
 
 BASELINES = ("fastervlm", "vispruner", "dart", "divprune", "cdpruner")

@@ -23,11 +23,11 @@ import pandas as pd
 from evoprune.harness.common.errors import ConfigError
 from evoprune.harness.common.outputs import write_figure, write_text
 from evoprune.harness.common.paths import CONFIG_DIR
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
 from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import PAPER_DIR
 from evoprune.harness.results.resume import RUN_RECORD
+from evoprune.harness.results.run_folder import run_dir
 from evoprune.harness.results.tables import MISSING
 from evoprune.schedules import merge_schedule
 

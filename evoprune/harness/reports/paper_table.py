@@ -14,10 +14,10 @@ from pathlib import Path
 from evoprune.harness.common.outputs import write_text
 from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.common.source import code_version
-from evoprune.harness.evaluation.runner import run_dir
 from evoprune.harness.evaluation.sweep import experiment_jobs
 from evoprune.harness.reports.names import output_name
 from evoprune.harness.results.paper import SPECS
+from evoprune.harness.results.run_folder import run_dir
 from evoprune.harness.results.tables import (
     ID_COLUMNS,
     MISSING,
