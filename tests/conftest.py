@@ -51,6 +51,15 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
+@pytest.fixture(autouse=True)
+def _thread_count_kept():
+    """Each test leaves torch's thread count as it found it: a test raising it would run every later test of
+    its worker on more threads than the worker's share of the cores (they then spin against each other)."""
+    threads = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == threads, f"test changed torch's threads {threads} -> {torch.get_num_threads()}"
+
+
 def compose_config(*overrides: str):
     """The config `python run.py <overrides>` would run with."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

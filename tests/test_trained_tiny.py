@@ -274,7 +274,10 @@ def test_training_again_with_the_same_seed_gives_the_same_weights(small_checkpoi
     first, again = load_file(str(small_checkpoint)), load_file(str(tmp_path / "again.safetensors"))
     assert first.keys() == again.keys()
     assert [name for name in first if not torch.allclose(first[name], again[name], rtol=0, atol=1e-5)] == []
-    train_tiny_script().main([*SMALL_RUN, "--seed", "1", "--out", str(tmp_path / "other.safetensors")])
+    threads = torch.get_num_threads()
+    other_run = [*SMALL_RUN, "--seed", "1", "--threads", str(threads + 1), "--out", str(tmp_path / "other.safetensors")]
+    train_tiny_script().main(other_run)
+    assert torch.get_num_threads() == threads  # training leaves the caller's thread count as it found it
     other = load_file(str(tmp_path / "other.safetensors"))
     differ = [name for name in first if first[name].shape != other[name].shape or not first[name].equal(other[name])]
     assert len(differ) > len(first) // 2  # another seed: other training scenes (and vocabulary), other weights

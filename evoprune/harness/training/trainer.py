@@ -230,7 +230,15 @@ def train(options: TrainingOptions, command: str) -> Path:
     drifted after step 100 (same losses to four decimals until then) to weights up to 0.33 apart, equally
     right.
     """
+    threads = torch.get_num_threads()
     torch.set_num_threads(options.threads)
+    try:
+        return _train(options, command)
+    finally:
+        torch.set_num_threads(threads)  # the caller's own count again (a test worker's share of the cores)
+
+
+def _train(options: TrainingOptions, command: str) -> Path:
     started = time.perf_counter()
     model_cfg = compose_model_config(options.model)
     recipe = RECIPES[model_cfg.media]
