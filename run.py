@@ -26,10 +26,12 @@ def main(cfg: DictConfig) -> int:
     from evoprune.harness.common.run_lock import RunFolderBusy
     from evoprune.harness.evaluation.settings import check_config
     from evoprune.harness.evaluation.sweep import apply_cell
+    from evoprune.harness.models.weights import locate_weights
 
     try:
         cfg = apply_cell(cfg)
-        check_config(cfg)  # a bad value ends here, before the model code and lmms-eval are imported (~3 s)
+        check_config(cfg)  # a bad value or missing weights end here, before the model code and lmms-eval are
+        locate_weights(cfg.model)  # imported (~3 s)
         from evoprune.harness.evaluation import runner
 
         try:

@@ -35,7 +35,7 @@ from evoprune.harness.evaluation.runner import load_pruned_model
 from evoprune.harness.evaluation.settings import check_config
 from evoprune.harness.inference.pruning import build_pruner, locate_pruner_weights
 from evoprune.harness.inference.runtime import build_runtime
-from evoprune.harness.models.loading import locate_weights
+from evoprune.harness.models.weights import locate_weights
 
 MAX_LISTED_ERRORS = 20
 

@@ -37,7 +37,8 @@ from evoprune.harness.evaluation.settings import check_config, check_device
 from evoprune.harness.evaluation.sweep_progress import progress_label
 from evoprune.harness.inference.pruning import Pruner, build_pruner, locate_pruner_weights
 from evoprune.harness.inference.runtime import build_runtime
-from evoprune.harness.models.loading import LoadedModel, load_model, locate_weights, resolve_dtype
+from evoprune.harness.models.loading import LoadedModel, load_model, resolve_dtype
+from evoprune.harness.models.weights import locate_weights
 from evoprune.harness.results.judge import JudgeConfig, JudgePlan, plan_tasks, summarize_results
 from evoprune.harness.results.report import latency_summary, relative_latency, render_summary
 from evoprune.harness.results.resume import PARTIAL, RUN_RECORD, RunPlan, completion_record, plan_run, redacted_config

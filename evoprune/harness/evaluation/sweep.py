@@ -145,7 +145,7 @@ def preflight(configs: list[DictConfig]) -> None:
     for cfg in configs:
         check_config(cfg)
         build_pruner(cfg.pruner, cfg.budget)
-    from evoprune.harness.models.loading import locate_weights
+    from evoprune.harness.models.weights import locate_weights
 
     for cfg in _first_of_each(configs, "model"):
         locate_weights(cfg.model)

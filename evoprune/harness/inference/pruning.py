@@ -239,7 +239,7 @@ def locate_pruner_weights(pruner_cfg) -> None:
     Today only CDPruner has any: the full CLIP named by ``pruner.clip`` or the full SigLIP named by
     ``pruner.siglip`` (``kind: hf``; SigLIP unless ``relevance: llm_embedding``).
     """
-    from evoprune.harness.models.loading import local_snapshot, missing_pruner_weights
+    from evoprune.harness.models.weights import local_snapshot, missing_pruner_weights
 
     for field, what in (("clip", "CLIP"), ("siglip", "SigLIP")):
         weights = pruner_cfg.get(field)

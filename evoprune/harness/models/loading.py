@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import (
@@ -47,8 +46,8 @@ from transformers import (
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from evoprune.harness.common.errors import ModelUnavailableError
 from evoprune.harness.models.tiny_tokenizers import IMAGE_TOKEN, build_byte_tokenizer, qwen_chat_tokenizer
+from evoprune.harness.models.weights import local_snapshot, locate_weights, missing_pruner_weights, unavailable_model
 
 # CLIP's normalisation constants, as in openai/clip-vit-large-patch14-336's preprocessor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -291,28 +290,6 @@ def siglip_image_processor(image_size: int) -> SiglipImageProcessorPil:
     )
 
 
-def local_snapshot(path: str) -> str | None:
-    """The on-disk location of ``path``: itself if a directory, else its Hub cache snapshot."""
-    if Path(path).is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(path, local_files_only=True)
-    except (LocalEntryNotFoundError, ValueError):
-        return None
-
-
-def missing_pruner_weights(pruner: str, field: str, what: str, path: str) -> ModelUnavailableError:
-    """The error for a pruner's extra weights (``pruner.<field>``) that are not on disk."""
-    return ModelUnavailableError(
-        f"pruner {pruner!r} needs the {what} {path!r}, which is not on disk: download it where the Hub is "
-        f"reachable and set pruner.{field}.path=/local/dir (or model.{field}.path=…), or "
-        f"pruner.{field}.download=true on a machine with Hub access"
-    )
-
-
 def load_pruner_weights(cfg, field: str, what: str, model_class, pruner: str = "cdpruner"):
     """``model_class`` in float32 and its tokenizer from ``cfg['path']`` (a directory or a cached Hub id);
     `missing_pruner_weights` at once when not on disk and ``cfg['download']`` is not set."""
@@ -323,37 +300,6 @@ def load_pruner_weights(cfg, field: str, what: str, model_class, pruner: str = "
         raise missing_pruner_weights(pruner, field, what, cfg["path"])
     source = source or cfg["path"]
     return model_class.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
-
-
-def _unavailable(model_cfg, reason: str) -> ModelUnavailableError:
-    return ModelUnavailableError(
-        f"Cannot load model {model_cfg['name']!r} from {model_cfg['path']!r}: {reason}\n"
-        f"Download the weights on a machine with Hugging Face Hub access "
-        f"(`hf download {model_cfg['path']}`) and point the run at them with "
-        f"`model.path=/local/dir/with/the/weights` (or set HF_HOME to a cache that holds them); "
-        f"on a machine with Hub access, `model.download=true` fetches them."
-    )
-
-
-def locate_weights(model_cfg) -> str | None:
-    """Where an ``hf`` model's weights are read from; raises at once when they cannot be had.
-
-    None for ``tiny`` models (built, not read); a tiny model's trained checkpoint must exist.
-    """
-    if model_cfg["kind"] != "hf":
-        if model_cfg.get("checkpoint"):
-            from evoprune.harness.models.trained_checkpoint import checkpoint_path
-
-            checkpoint_path(model_cfg)
-        return None
-    source = local_snapshot(model_cfg["path"])
-    if source is not None:
-        return source
-    if not model_cfg["download"]:
-        raise _unavailable(
-            model_cfg, "it is not on disk (neither a directory nor in the HF cache) and model.download=false."
-        )
-    return model_cfg["path"]
 
 
 def _load_hf(model_cfg, dtype: torch.dtype):
@@ -374,7 +320,7 @@ def _load_hf(model_cfg, dtype: torch.dtype):
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         model = load_llava_video(source, vision_config_fields(model_cfg["vision"]), image_token_id, dtype)
     except OSError as err:
-        raise _unavailable(model_cfg, f"{type(err).__name__}: {err}") from err
+        raise unavailable_model(model_cfg, f"{type(err).__name__}: {err}") from err
     return model, tokenizer, siglip_image_processor(model.config.vision_config.image_size)
 
 
