@@ -51,6 +51,30 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
+USER_RUNS = REPO_ROOT / "results" / "runs"  # the checkout's default output_dir: the user's, never a test's
+
+
+def _user_runs() -> set[str]:
+    return {str(path) for path in USER_RUNS.rglob("*")} if USER_RUNS.exists() else set()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_USER_RUNS_KEY] = _user_runs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a test wrote into the checkout's results/runs (a run without output_dir=tmp_path)."""
+    if hasattr(session.config, "workerinput"):  # the controller checks, once
+        return
+    written = sorted(_user_runs() - session.config.stash[_USER_RUNS_KEY])
+    if written:
+        print(f"\ntests wrote into {USER_RUNS} (pass output_dir=tmp_path): {written[:5]}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_USER_RUNS_KEY = pytest.StashKey[set]()
+
+
 @pytest.fixture(autouse=True)
 def _thread_count_kept():
     """Each test leaves torch's thread count as it found it: a test raising it would run every later test of

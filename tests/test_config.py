@@ -91,8 +91,9 @@ def test_bad_evoprune_options_fail_before_loading(override, message, no_heavy_wo
     assert message in str(caught.value)
 
 
-def test_schedule_window_beyond_the_layers_is_a_config_error():
-    result = run_py("pruner=evoprune", "budget=32", "pruner.schedule=first", "pruner.n=40", "limit=2")
+def test_schedule_window_beyond_the_layers_is_a_config_error(tmp_path):
+    overrides = ["pruner=evoprune", "budget=32", "pruner.schedule=first", "pruner.n=40", "limit=2"]
+    result = run_py(*overrides, f"output_dir={tmp_path}")  # not the checkout's results/runs
     assert result.returncode == 2
     assert "N in [1, 23]" in result.stderr and "N=40" in result.stderr
 
