@@ -84,6 +84,18 @@ def _thread_count_kept():
     assert torch.get_num_threads() == threads, f"test changed torch's threads {threads} -> {torch.get_num_threads()}"
 
 
+@pytest.fixture
+def eager_compile_backend(monkeypatch):
+    """The benchmarks' compiled runtime on the cheapest backend (dynamo's graphs run as captured), for tests of a
+    benchmark's rows and tables rather than of a code generator (the CPU default, aot_eager: test_runtime.py)."""
+    from omegaconf import OmegaConf
+
+    from evoprune.harness.benchmarks import latency_runs, ttft
+
+    for module in (latency_runs, ttft):
+        monkeypatch.setattr(module, "COMPILE", OmegaConf.merge(module.COMPILE, {"backend": {"cpu": "eager"}}))
+
+
 def compose_config(*overrides: str):
     """The config `python run.py <overrides>` would run with."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

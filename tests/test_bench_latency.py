@@ -278,7 +278,7 @@ def test_identical_stages_are_pooled_and_own_work_is_not():
     assert unpooled[1]["vision_encoder"] == 5.0 and unpooled[1]["ttft"] == pytest.approx(0.01 + 5.3 + 3.0)
 
 
-def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path):
+def test_eager_and_compiled_side_by_side_each_against_its_own_native(tmp_path, eager_compile_backend):
     """--runtime eager compiled: every run's graphs side by side, the LLM's final length from the counts (no
     layer hooks), each method's runtimes in adjacent rows with speedups against the same runtime's native,
     the side-by-side table and a figure panel per runtime; a scaled measurement is refused before any work."""

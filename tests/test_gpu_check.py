@@ -37,7 +37,7 @@ def test_device_check_runs_on_tiny_shapes_and_checks_the_fused_importance(tmp_pa
     assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").read_text().rstrip() in done.stdout
 
 
-def test_ttft_step_times_native_and_the_pruned_runs_eager_and_compiled(tmp_path):
+def test_ttft_step_times_native_and_the_pruned_runs_eager_and_compiled(tmp_path, eager_compile_backend):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import ttft_check
 
