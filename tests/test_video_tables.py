@@ -1,11 +1,14 @@
 """`make table3 SMOKE=1`'s machinery on video: the Table 3 sweep on the tiny LLaVA-Video and the smoke
-video suite (1 sample per task, 2 frames), rendered in the paper's layout from the per-sample scores."""
+video suite (1 sample per task, 2 frames), rendered in the paper's layout from the per-sample scores (by the
+renderer's library call: its command line is test_table1's)."""
 
 import csv
 import subprocess
 import sys
 
 from conftest import REPO_ROOT
+
+from evoprune.harness.reports import paper_table
 
 ARGS = ["+experiment=table3_smoke", "limit=1", "model.video.frames=2"]
 
@@ -16,23 +19,7 @@ def test_table3_smoke_sweep_renders_the_papers_columns_from_derived_scores(tmp_p
         [sys.executable, "run.py", "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    render = subprocess.run(
-        [
-            sys.executable,
-            "scripts/render_table.py",
-            *ARGS,
-            f"output_dir={tmp_path / 'runs'}",
-            "--tables-dir",
-            str(tmp_path / "tables"),
-            "--figures-dir",
-            str(tmp_path / "figures"),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert render.returncode == 0, render.stderr[-3000:]
+    paper_table.render([*ARGS, f"output_dir={tmp_path / 'runs'}"], tmp_path / "tables", tmp_path / "figures")
     rows = list(csv.DictReader((tmp_path / "tables" / "table3_smoke.csv").open()))
     ours = [row for row in rows if row["table"] == "ours"]
     labels = [row["label"] for row in ours]
