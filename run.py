@@ -30,8 +30,9 @@ def main(cfg: DictConfig) -> int:
 
     try:
         cfg = apply_cell(cfg)
-        check_config(cfg)  # a bad value or missing weights end here, before the model code and lmms-eval are
-        locate_weights(cfg.model)  # imported (~3 s)
+        # a bad value or missing weights end here, before the model code and lmms-eval are imported (~3 s)
+        check_config(cfg)
+        locate_weights(cfg.model)
         from evoprune.harness.evaluation import runner
 
         try:
