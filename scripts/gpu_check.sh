@@ -5,6 +5,8 @@
 # .device-wheels/ present (make device-wheels; carry it to the lent machine) they are installed into a
 # scratch folder ahead of the machine's own packages, and the step reads the clip that comes with them.
 #   bash scripts/gpu_check.sh [--shapes real|tiny] [--device cuda|cpu] [--steps attention encoder ttft]
+#                             [--out results] [--time-limit SECONDS]
+# On a lent machine: --out "$OUT" --time-limit 420 (docs/benchmarks.md, "The GPU device check").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 # What the lent GPU machines lack (they have torch, transformers and transformers' own dependencies).
@@ -33,7 +34,10 @@ def test_device_check_runs_on_tiny_shapes_and_checks_the_fused_importance(tmp_pa
     assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").exists()
     # the TTFT step needs the harness's packages: without them it says so, and the steps before it stand
     assert "## Time to first token: not run (ModuleNotFoundError: import of omegaconf halted" in done.stdout
-    assert "make device-wheels" in done.stdout.splitlines()[-1]
+    skipped = {"part": "time to first token", "status": "skipped", "seconds": 0.0}
+    assert result["parts"][-1] == skipped | {"reason": result["parts"][-1]["reason"]}
+    assert result["parts"][-1]["reason"].endswith("run `make device-wheels` and carry .device-wheels")
+    assert done.stdout.splitlines()[-1].startswith("gpu_check: parts 3 done, 0 failed, 1 skipped;")
     assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").read_text().rstrip() in done.stdout
 
 
@@ -53,3 +57,78 @@ def test_ttft_step_times_native_and_the_pruned_runs_eager_and_compiled(tmp_path,
     assert all(row["model_ttft_ms"] > 0 and row["ttft_ms"] >= row["model_ttft_ms"] for row in rows)
     assert [row["model_ttft_x"] for row in rows if row["method"] == "none"] == [1.0, 1.0]
     assert "| LLaVA-1.5-7B | 1 | compiled | evoprune | 64 | 64 |" in (tmp_path / "ttft_check_cpu_tiny.md").read_text()
+
+
+def test_a_failing_step_is_reported_and_the_steps_after_it_still_run(tmp_path, monkeypatch, capsys):
+    from evoprune.harness.benchmarks import device_check
+
+    def no_kernel(device, shapes):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(device_check, "check_attention", no_kernel)
+    status = device_check.run_device_check("tiny", "cpu", tmp_path, ["attention", "encoder"])
+    assert status == 1
+    result = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
+    assert [(part["part"], part["status"]) for part in result["parts"]] == [
+        ("fused importance vs the explicit formula", "failed"),
+        ("encoder latency: bench_encoder_cpu_tiny", "done"),
+        ("encoder latency: bench_encoder_siglip_f2_cpu_tiny", "done"),
+    ]
+    assert result["parts"][0]["reason"] == "RuntimeError: no kernel image is available for execution on the device"
+    assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").exists()
+    text = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
+    assert "| fused importance vs the explicit formula | failed | RuntimeError: no kernel image" in text
+    assert capsys.readouterr().out.splitlines()[-1].startswith("gpu_check: parts 2 done, 1 failed, 0 skipped;")
+
+
+def test_a_run_killed_during_compilation_keeps_the_eager_rows_already_timed(tmp_path, monkeypatch):
+    """The TTFT step writes its files after each model and runtime: a kill (here an interrupt) loses only the
+    runtime being timed."""
+    from evoprune.harness.benchmarks import ttft
+    from evoprune.harness.benchmarks.parts import Parts
+
+    real_build_runtime = ttft.build_runtime
+
+    def killed_when_compiling(name, *args, **kwargs):
+        if name == "compiled":
+            raise KeyboardInterrupt
+        return real_build_runtime(name, *args, **kwargs)
+
+    monkeypatch.setattr(ttft, "build_runtime", killed_when_compiling)
+    with pytest.raises(KeyboardInterrupt):
+        ttft.check_ttft("tiny", "cpu", ["llava15"], ["eager", "compiled"], 1, tmp_path, parts=Parts())
+    rows = json.loads((tmp_path / "ttft_check_cpu_tiny.json").read_text())["rows"]
+    assert [(row["runtime"], row["method"]) for row in rows] == [
+        ("eager", "none"),
+        ("eager", "fastervlm"),
+        ("eager", "evoprune"),
+    ]
+    assert "| LLaVA-1.5-7B | 1 | eager | evoprune | 64 | 64 |" in (tmp_path / "ttft_check_cpu_tiny.md").read_text()
+
+
+def test_runs_after_a_failed_compiled_native_have_no_speedup_and_the_command_exits_1(
+    tmp_path, monkeypatch, capsys, eager_compile_backend
+):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import ttft_check
+
+    from evoprune.harness.benchmarks import ttft
+
+    real_build_runtime = ttft.build_runtime
+    builds = []
+
+    def native_fails_to_compile(*args, **kwargs):  # Native's run is built first
+        builds.append(args[0])
+        if len(builds) == 1:
+            raise RuntimeError("inductor: compilation failed")
+        return real_build_runtime(*args, **kwargs)
+
+    monkeypatch.setattr(ttft, "build_runtime", native_fails_to_compile)
+    monkeypatch.setattr(ttft, "PLAN", {"llava15": (ttft.PLAN["llava15"][0], ttft.PLAN["llava15"][1][:2])})
+    args = ["--shapes", "tiny", "--device", "cpu", "--models", "llava15", "--runtimes", "compiled"]
+    assert ttft_check.main([*args, "--repeats", "1", "--out", str(tmp_path)]) == 1
+    rows = json.loads((tmp_path / "ttft_check_cpu_tiny.json").read_text())["rows"]
+    assert [(row["method"], row["encoder_x"], row["model_ttft_x"]) for row in rows] == [("fastervlm", None, None)]
+    out = capsys.readouterr().out
+    assert "| LLaVA-1.5-7B | 1 | compiled | fastervlm | 64 | 64 |" in out and "| – | – |" in out
+    assert "| LLaVA-1.5-7B 1 frame(s) compiled: none | failed | RuntimeError: inductor: compilation failed |" in out

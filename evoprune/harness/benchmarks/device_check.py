@@ -13,11 +13,13 @@ does this module:
    needs the harness's packages (omegaconf, pillow, decord, this repo's transformers): on a lent machine from the
    wheels ``make device-wheels`` downloads (gpu_check.sh installs them when .device-wheels is carried); without
    them it says so.
+
+Each benchmark of these steps is a part of one `Parts` (a failure or the time limit costs only its part; the files
+are rewritten after each part).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ import torch
 from evoprune import attention
 from evoprune.harness.benchmarks.encoder import EncoderBench, benchmark_encoder, result_stem
 from evoprune.harness.benchmarks.machine import device_label
+from evoprune.harness.benchmarks.parts import Parts
 from evoprune.harness.common.outputs import write_json, write_text
 from evoprune.harness.common.text_tables import markdown_table
 from evoprune.merge import protection_levels
@@ -81,7 +84,7 @@ def check_attention(device: torch.device, shapes: str) -> list[dict]:
     return rows
 
 
-def render(device_name: str, rows: list[dict], encoder_tables: list[str], seconds: float) -> str:
+def render(device_name: str, rows: list[dict], tables: list[str], parts: Parts) -> str:
     header = [
         "shape",
         "dtype",
@@ -105,56 +108,74 @@ def render(device_name: str, rows: list[dict], encoder_tables: list[str], second
             ]
         )
     lines = [
-        f"# Device check on {device_name} ({seconds:.0f} s)",
+        f"# Device check on {device_name}",
+        "",
+        "## Its parts (one that failed or came after the time limit is named here; the rest ran)",
+        "",
+        parts.markdown(),
         "",
         "## EvoPrune's importance beside fused attention vs the explicit formula (float64 reference)",
         "",
-        markdown_table(table, left=3),
+        markdown_table(table, left=3) if rows else "not run",
         "",
         "## Encoder latency (eager), from bench_encoder.py; then time to first token, from ttft_check.py",
         "",
-        *encoder_tables,
+        *tables,
     ]
     return "\n".join(lines) + "\n"
 
 
-def ttft_step(shapes: str, device: str, out: Path, clip: Path | None) -> str:
-    """Step 3 (`ttft.check_ttft`); its table, or why it did not run (its imports need the harness's packages: on a
-    lent machine, the wheels `make device-wheels` downloads, which gpu_check.sh installs)."""
+def ttft_step(shapes: str, device: str, out: Path, clip: Path | None, parts: Parts) -> str:
+    """Step 3 (`ttft.check_ttft`, its model builds and runs each a part of ``parts``); its table, or why it did not
+    run (its imports need the harness's packages: on a lent machine, the wheels `make device-wheels` downloads, which
+    gpu_check.sh installs)."""
     try:
         from evoprune.harness.benchmarks import ttft
     except ImportError as err:
         why = f"{type(err).__name__}: {err}"
+        parts.skip("time to first token", f"{why}; run `make device-wheels` and carry .device-wheels")
         return f"## Time to first token: not run ({why}); run `make device-wheels` and carry .device-wheels"
-    ttft.check_ttft(shapes, device, out=out, clip=clip, **TTFT_RUNS[shapes])
+    rows = ttft.check_ttft(shapes, device, out=out, clip=clip, parts=parts, **TTFT_RUNS[shapes])
+    if not rows:
+        return "## Time to first token: no run completed (see the parts above)"
     return (out / f"{ttft.result_stem(torch.device(device).type, shapes)}.md").read_text()
 
 
-def run_device_check(shapes: str, device: str, out: Path, steps: list[str], clip: Path | None = None) -> int:
-    """Run ``steps``; write <out>/gpu_check_<device>[_tiny].{json,md} after each (a later step running out of time
-    loses nothing) and print the tables last. Returns the exit status: 1 when a float32 protected set differs."""
+def run_device_check(
+    shapes: str, device: str, out: Path, steps: list[str], clip: Path | None = None, time_limit: float | None = None
+) -> int:
+    """Run ``steps``, each benchmark a part of a `Parts` with ``time_limit`` (seconds); write
+    <out>/gpu_check_<device>[_tiny].{json,md} after each part (a kill loses only the part running) and print the
+    tables last. Returns the exit status: 1 when a part failed or a float32 protected set differs."""
     where = torch.device(device)
     device_name = device_label(where)
     suffix = where.type if shapes == "real" else f"{where.type}_tiny"
-    started = time.perf_counter()
-    rows = check_attention(where, shapes) if "attention" in steps else []
-    tables = []
-    for run in ENCODER_RUNS[shapes] if "encoder" in steps else []:
-        bench = EncoderBench(**run, device=device, out=out)
-        benchmark_encoder(bench)
-        stem = result_stem(bench.tower, where.type, bench.frames, bench.shapes)
-        tables.append((out / f"{stem}.md").read_text())
+    rows: list[dict] = []
+    tables: list[str] = []
 
-    def write(tables: list[str]) -> str:
-        seconds = time.perf_counter() - started
-        record = {"device": device_name, "torch": torch.__version__, "seconds": seconds, "attention": rows}
+    def write() -> str:
+        record = {"device": device_name, "torch": torch.__version__, "attention": rows, "parts": parts.records}
         write_json(out / f"gpu_check_{suffix}.json", record)
-        text = render(device_name, rows, tables, seconds)
+        text = render(device_name, rows, tables, parts)
         write_text(out / f"gpu_check_{suffix}.md", text)
         return text
 
-    text = write(tables)
+    parts = Parts(time_limit, on_change=write)
+    if "attention" in steps:
+        parts.run("fused importance vs the explicit formula", lambda: rows.extend(check_attention(where, shapes)))
+    for run in ENCODER_RUNS[shapes] if "encoder" in steps else []:
+        bench = EncoderBench(**run, device=device, out=out)
+        stem = result_stem(bench.tower, where.type, bench.frames, bench.shapes)
+
+        def encoder(bench=bench, stem=stem) -> None:
+            benchmark_encoder(bench)
+            tables.append((out / f"{stem}.md").read_text())
+
+        parts.run(f"encoder latency: {stem}", encoder)
     if "ttft" in steps:
-        text = write([*tables, ttft_step(shapes, device, out, clip)])
+        tables.append(ttft_step(shapes, device, out, clip, parts))
+    text = write()
     print(text, end="")
-    return 0 if all(row["same_protected_set"] for row in rows if row["dtype"] == "float32") else 1
+    print(f"\ngpu_check: parts {parts.summary()} Files: {out}/gpu_check_{suffix}.{{json,md}} and beside them.")
+    protected = all(row["same_protected_set"] for row in rows if row["dtype"] == "float32")
+    return 0 if protected and not parts.named("failed") else 1

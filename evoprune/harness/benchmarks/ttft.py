@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from evoprune.harness.benchmarks.latency_models import MODELS, build_model, sample_visual
 from evoprune.harness.benchmarks.machine import device_label
+from evoprune.harness.benchmarks.parts import Parts
 from evoprune.harness.common.outputs import write_json, write_text
 from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.common.text_tables import markdown_table
@@ -58,8 +59,16 @@ def _timed(loaded, pruner, visual, question: str, runtime, warm_up: bool = False
     return times | {"visual_tokens": result.visual_tokens_after}
 
 
-def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repeats: int) -> list[dict]:
-    """Per run: warm-up seconds and the rounds' stage times (see the module docstring for the order)."""
+def _run_name(name: str, budget: int | None) -> str:
+    return name if budget is None else f"{name}-{budget}"
+
+
+def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repeats: int, parts: Parts, label: str):
+    """Per run that completed: warm-up seconds and the rounds' stage times (the order: the module docstring).
+
+    Eager: the runs interleaved, as one part of ``parts``; compiled: one part per run. Speedups are Native's (the
+    first run's) time ÷ the run's, None where Native did not complete.
+    """
     pruners = [_pruner(name, budget) for name, budget in runs]
     samples: list[list[dict]] = [[] for _ in runs]
     warmup = [0.0] * len(runs)
@@ -78,21 +87,33 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
         finally:
             pruner.detach(loaded.model)
 
-    if runtime_name == "eager":
+    def interleaved() -> bool:
         for index in range(len(runs)):
             one(index, warm_up=True)
         for _ in range(repeats):
             for index in range(len(runs)):
                 one(index, warm_up=False)
+        return True
+
+    def compiled(index: int) -> bool:
+        pruners[index].attach(loaded.model)
+        runtime = build_runtime(runtime_name, COMPILE, pruners[index], loaded.device)
+        pruners[index].detach(loaded.model)
+        for warm_up in [True] * max(1, runtime.warmup_generations) + [False] * repeats:
+            one(index, warm_up, runtime)
+        return True
+
+    names = [_run_name(*run) for run in runs]
+    if runtime_name == "eager":
+        completed = [parts.run(f"{label} eager: {', '.join(names)}", interleaved) is True] * len(runs)
     else:
-        for index, pruner in enumerate(pruners):
-            pruner.attach(loaded.model)
-            runtime = build_runtime(runtime_name, COMPILE, pruner, loaded.device)
-            pruner.detach(loaded.model)
-            for warm_up in [True] * max(1, runtime.warmup_generations) + [False] * repeats:
-                one(index, warm_up, runtime)
+        completed = [
+            parts.run(f"{label} compiled: {name}", lambda i=i: compiled(i)) is True for i, name in enumerate(names)
+        ]
     rows = []
-    for (name, budget), own, seconds in zip(runs, samples, warmup, strict=True):
+    for (name, budget), own, seconds, done in zip(runs, samples, warmup, completed, strict=True):
+        if not done:
+            continue
         medians = {stage: statistics.median(s[stage] for s in own) * 1000 for stage in STAGES}
         rows.append(
             {
@@ -104,10 +125,10 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
                 **{f"{stage}_ms": value for stage, value in medians.items()},
             }
         )
-    native = rows[0]
+    native = rows[0] if completed[0] else None
     for row in rows:
-        row["encoder_x"] = native["vision_encoder_ms"] / row["vision_encoder_ms"]
-        row["model_ttft_x"] = native["model_ttft_ms"] / row["model_ttft_ms"]
+        row["encoder_x"] = native and native["vision_encoder_ms"] / row["vision_encoder_ms"]
+        row["model_ttft_x"] = native and native["model_ttft_ms"] / row["model_ttft_ms"]
     return rows
 
 
@@ -126,8 +147,7 @@ def render(device_name: str, rows: list[dict], repeats: int) -> str:
                 str(row["visual_tokens"]),
                 f"{row['warmup_s']:.1f}",
                 *(f"{row[f'{stage}_ms']:.2f}" for stage in STAGES),
-                f"{row['encoder_x']:.2f}",
-                f"{row['model_ttft_x']:.2f}",
+                *("–" if row[key] is None else f"{row[key]:.2f}" for key in ("encoder_x", "model_ttft_x")),
             ]
         )
     return "\n".join(
@@ -155,29 +175,42 @@ def check_ttft(
     repeats: int,
     out: Path,
     clip: Path | None = None,
+    parts: Parts | None = None,
 ) -> list[dict]:
-    """Time `PLAN`'s runs of each model under each runtime; write <out>/`result_stem`.{json,md} after each model
-    (atomically), print the table and return its rows. ``clip``: the video to read (default: `sample_visual`'s)."""
+    """Time `PLAN`'s runs of each model under each runtime; write <out>/`result_stem`.{json,md} after each model and
+    runtime (atomically), print the table and return its rows. ``clip``: the video to read (default: `sample_visual`'s).
+    Building a model, and each runtime's runs, are parts of ``parts`` (`Parts`: a part that fails or comes after its
+    time limit is recorded there, and the rest still runs)."""
+    parts = parts if parts is not None else Parts()
     device = torch.device(device)
     device_name = device_label(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     stem = result_stem(device.type, shapes)
+    meta = {"device": device_name, "torch": torch.__version__, "dtype": str(dtype), "repeats": repeats}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         for model in models:
             spec = MODELS[model]
             frames_by_shapes, runs = PLAN[model]
             frames = frames_by_shapes[shapes]
-            loaded = build_model(spec, shapes, spec.llm[shapes]["num_hidden_layers"], device, dtype)
-            if loaded.video is not None:
-                loaded = dataclasses.replace(loaded, video=dataclasses.replace(loaded.video, frames=frames))
-            visual = clip if spec.is_video and clip else sample_visual(spec, Path(folder))
+
+            def build(spec=spec, frames=frames):
+                loaded = build_model(spec, shapes, spec.llm[shapes]["num_hidden_layers"], device, dtype)
+                if loaded.video is not None:
+                    loaded = dataclasses.replace(loaded, video=dataclasses.replace(loaded.video, frames=frames))
+                visual = clip if spec.is_video and clip else sample_visual(spec, Path(folder))
+                return loaded, visual
+
+            built = parts.run(f"{spec.label}: build", build)
+            if built is None:
+                continue
+            loaded, visual = built
             for runtime_name in runtimes:
-                timed = time_runs(loaded, visual, spec.question, runs, runtime_name, repeats)
+                label = f"{spec.label} {frames} frame(s)"
+                timed = time_runs(loaded, visual, spec.question, runs, runtime_name, repeats, parts, label)
                 rows += [{"model": spec.label, "frames": frames} | row for row in timed]
-            del loaded
-            meta = {"device": device_name, "torch": torch.__version__, "dtype": str(dtype), "repeats": repeats}
-            write_json(out / f"{stem}.json", {"meta": meta, "rows": rows})
-            write_text(out / f"{stem}.md", render(device_name, rows, repeats) + "\n")
+                write_json(out / f"{stem}.json", {"meta": meta, "rows": rows})
+                write_text(out / f"{stem}.md", render(device_name, rows, repeats) + "\n")
+            del loaded, built
     print(render(device_name, rows, repeats))
     return rows
