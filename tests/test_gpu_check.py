@@ -38,6 +38,8 @@ def test_device_check_runs_on_tiny_shapes_and_checks_the_fused_importance(tmp_pa
     assert result["parts"][-1] == skipped | {"reason": result["parts"][-1]["reason"]}
     assert result["parts"][-1]["reason"].endswith("run `make device-wheels` and carry .device-wheels")
     assert done.stdout.splitlines()[-1].startswith("gpu_check: parts 3 done, 0 failed, 1 skipped;")
+    assert result["targets"] == []
+    assert "not judged: the time-to-first-token step did not run" in done.stdout
     assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").read_text().rstrip() in done.stdout
 
 
@@ -60,25 +62,36 @@ def test_ttft_step_times_native_and_the_pruned_runs_eager_and_compiled(tmp_path,
 
 
 def test_a_failing_step_is_reported_and_the_steps_after_it_still_run(tmp_path, monkeypatch, capsys):
-    from evoprune.harness.benchmarks import device_check
+    from evoprune.harness.benchmarks import device_check, ttft
 
     def no_kernel(device, shapes):
         raise RuntimeError("no kernel image is available for execution on the device")
 
+    def timed_native_only(shapes, device, out, parts, **kwargs):  # the TTFT step's rows and table, without a model
+        parts.run("LLaVA-1.5-7B: build", lambda: None)
+        row = {"model": "LLaVA-1.5-7B", "method": "none", "budget": None, "runtime": "compiled"}
+        (out / "ttft_check_cpu_tiny.md").write_text("## Time to first token (stand-in)\n")
+        return [row | {"prefill_ms": 20.0, "vision_encoder_ms": 9.0, "model_ttft_x": 1.0, "encoder_x": 1.0}]
+
     monkeypatch.setattr(device_check, "check_attention", no_kernel)
-    status = device_check.run_device_check("tiny", "cpu", tmp_path, ["attention", "encoder"])
+    monkeypatch.setattr(ttft, "check_ttft", timed_native_only)
+    status = device_check.run_device_check("tiny", "cpu", tmp_path, ["attention", "encoder", "ttft"])
     assert status == 1
     result = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
     assert [(part["part"], part["status"]) for part in result["parts"]] == [
         ("fused importance vs the explicit formula", "failed"),
         ("encoder latency: bench_encoder_cpu_tiny", "done"),
         ("encoder latency: bench_encoder_siglip_f2_cpu_tiny", "done"),
+        ("LLaVA-1.5-7B: build", "done"),
     ]
+    # the targets are judged from the TTFT rows: only Native's own number can be, here none of them
+    assert [item["verdict"] for item in result["targets"]] == ["not measured"] * 8
+    assert "## Time to first token (stand-in)" in (tmp_path / "gpu_check_cpu_tiny.md").read_text()
     assert result["parts"][0]["reason"] == "RuntimeError: no kernel image is available for execution on the device"
     assert (tmp_path / "bench_encoder_siglip_f2_cpu_tiny.md").exists()
     text = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
     assert "| fused importance vs the explicit formula | failed | RuntimeError: no kernel image" in text
-    assert capsys.readouterr().out.splitlines()[-1].startswith("gpu_check: parts 2 done, 1 failed, 0 skipped;")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("gpu_check: parts 3 done, 1 failed, 0 skipped;")
 
 
 def test_a_run_killed_during_compilation_keeps_the_eager_rows_already_timed(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from evoprune import attention
+from evoprune.harness.benchmarks import device_targets
 from evoprune.harness.benchmarks.encoder import EncoderBench, benchmark_encoder, result_stem
 from evoprune.harness.benchmarks.machine import device_label
 from evoprune.harness.benchmarks.parts import Parts
@@ -84,7 +85,7 @@ def check_attention(device: torch.device, shapes: str) -> list[dict]:
     return rows
 
 
-def render(device_name: str, rows: list[dict], tables: list[str], parts: Parts) -> str:
+def render(device_name: str, rows: list[dict], tables: list[str], parts: Parts, targets: list[dict]) -> str:
     header = [
         "shape",
         "dtype",
@@ -114,6 +115,10 @@ def render(device_name: str, rows: list[dict], tables: list[str], parts: Parts) 
         "",
         parts.markdown(),
         "",
+        "## Issue 25's targets (an H100 at the real shapes; from the time to first token below)",
+        "",
+        device_targets.markdown(targets) if targets else "not judged: the time-to-first-token step did not run",
+        "",
         "## EvoPrune's importance beside fused attention vs the explicit formula (float64 reference)",
         "",
         markdown_table(table, left=3) if rows else "not run",
@@ -125,20 +130,20 @@ def render(device_name: str, rows: list[dict], tables: list[str], parts: Parts) 
     return "\n".join(lines) + "\n"
 
 
-def ttft_step(shapes: str, device: str, out: Path, clip: Path | None, parts: Parts) -> str:
-    """Step 3 (`ttft.check_ttft`, its model builds and runs each a part of ``parts``); its table, or why it did not
+def ttft_step(shapes: str, device: str, out: Path, clip: Path | None, parts: Parts) -> tuple[str, list[dict] | None]:
+    """Step 3 (`ttft.check_ttft`, its model builds and runs each a part of ``parts``): its table, or why it did not
     run (its imports need the harness's packages: on a lent machine, the wheels `make device-wheels` downloads, which
-    gpu_check.sh installs)."""
+    gpu_check.sh installs), and its rows (None when it did not run)."""
     try:
         from evoprune.harness.benchmarks import ttft
     except ImportError as err:
         why = f"{type(err).__name__}: {err}"
         parts.skip("time to first token", f"{why}; run `make device-wheels` and carry .device-wheels")
-        return f"## Time to first token: not run ({why}); run `make device-wheels` and carry .device-wheels"
+        return f"## Time to first token: not run ({why}); run `make device-wheels` and carry .device-wheels", None
     rows = ttft.check_ttft(shapes, device, out=out, clip=clip, parts=parts, **TTFT_RUNS[shapes])
     if not rows:
-        return "## Time to first token: no run completed (see the parts above)"
-    return (out / f"{ttft.result_stem(torch.device(device).type, shapes)}.md").read_text()
+        return "## Time to first token: no run completed (see the parts above)", []
+    return (out / f"{ttft.result_stem(torch.device(device).type, shapes)}.md").read_text(), rows
 
 
 def run_device_check(
@@ -152,11 +157,12 @@ def run_device_check(
     suffix = where.type if shapes == "real" else f"{where.type}_tiny"
     rows: list[dict] = []
     tables: list[str] = []
+    targets: list[dict] = []
 
     def write() -> str:
-        record = {"device": device_name, "torch": torch.__version__, "attention": rows, "parts": parts.records}
-        write_json(out / f"gpu_check_{suffix}.json", record)
-        text = render(device_name, rows, tables, parts)
+        record = {"device": device_name, "shapes": shapes, "torch": torch.__version__, "attention": rows}
+        write_json(out / f"gpu_check_{suffix}.json", record | {"parts": parts.records, "targets": targets})
+        text = render(f"{device_name}, {shapes} shapes", rows, tables, parts, targets)
         write_text(out / f"gpu_check_{suffix}.md", text)
         return text
 
@@ -173,7 +179,9 @@ def run_device_check(
 
         parts.run(f"encoder latency: {stem}", encoder)
     if "ttft" in steps:
-        tables.append(ttft_step(shapes, device, out, clip, parts))
+        table, ttft_rows = ttft_step(shapes, device, out, clip, parts)
+        targets.extend(device_targets.judge(ttft_rows) if ttft_rows is not None else [])
+        tables.append(table)
     text = write()
     print(text, end="")
     print(f"\ngpu_check: parts {parts.summary()} Files: {out}/gpu_check_{suffix}.{{json,md}} and beside them.")
