@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,20 +11,34 @@ from conftest import REPO_ROOT
 
 # What the lent GPU machines lack (they have torch, transformers and transformers' own dependencies).
 ABSENT_THERE = ("lmms_eval", "hydra", "omegaconf", "pandas", "datasets", "decord", "av", "scipy", "matplotlib", "PIL")
+IMPORT_NAMES = {"pillow": "PIL", "hydra-core": "hydra"}  # distribution → module, where they differ
+
+
+def blocking(folder, modules) -> dict:
+    """Environment variables under which every Python process started finds ``modules`` unimportable."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({tuple(modules)!r}))\n")
+    return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(folder)}
+
+
+def device_wheel_modules() -> set[str]:
+    """The modules scripts/device_wheels.sh carries to a lent machine (its WHEELS and WHEELS_NO_DEPS)."""
+    script = (REPO_ROOT / "scripts" / "device_wheels.sh").read_text()
+    names = [
+        n for var in ("WHEELS", "WHEELS_NO_DEPS") for n in re.search(rf'^{var}="([^"]*)"', script, re.M)[1].split()
+    ]
+    return {IMPORT_NAMES.get(name, name) for name in names}
 
 
 def test_device_check_runs_on_tiny_shapes_and_checks_the_fused_importance(tmp_path):
     """Run as on a lent machine: every package it lacks made unimportable (in each Python process started)."""
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({ABSENT_THERE!r}))\n")
     done = subprocess.run(
         ["bash", "scripts/gpu_check.sh", "--shapes", "tiny", "--device", "cpu", "--out", str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(blocker)},
+        env=blocking(tmp_path / "blocker", ABSENT_THERE),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
@@ -145,3 +160,32 @@ def test_runs_after_a_failed_compiled_native_have_no_speedup_and_the_command_exi
     out = capsys.readouterr().out
     assert "| LLaVA-1.5-7B | 1 | compiled | fastervlm | 64 | 64 |" in out and "| – | – |" in out
     assert "| LLaVA-1.5-7B 1 frame(s) compiled: none | failed | RuntimeError: inductor: compilation failed |" in out
+
+
+def test_the_ttft_step_needs_nothing_beyond_a_lent_machine_and_the_device_wheels(tmp_path):
+    """Both models' runs, eager, in a process where only what the machine has and the wheels carry imports."""
+    from evoprune.harness.benchmarks.latency_models import MODELS, sample_visual
+
+    absent = [name for name in ABSENT_THERE if name not in device_wheel_modules()]
+    assert absent == ["lmms_eval", "pandas", "datasets", "av", "scipy", "matplotlib"]
+    clip = sample_visual(MODELS["llava_video"], tmp_path)  # with PyAV here; make device-wheels carries it there
+    args = ["--shapes", "tiny", "--device", "cpu", "--runtimes", "eager", "--repeats", "1", "--clip", str(clip)]
+    done = subprocess.run(
+        [sys.executable, "scripts/ttft_check.py", *args, "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=blocking(tmp_path / "blocker", absent),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "ttft_check_cpu_tiny.json").read_text())["rows"]
+    assert [(row["model"], row["method"]) for row in rows] == [
+        ("LLaVA-1.5-7B", "none"),
+        ("LLaVA-1.5-7B", "fastervlm"),
+        ("LLaVA-1.5-7B", "evoprune"),
+        ("LLaVA-Video-7B-Qwen2", "none"),
+        ("LLaVA-Video-7B-Qwen2", "evoprune"),
+        ("LLaVA-Video-7B-Qwen2", "fastervlm"),
+        ("LLaVA-Video-7B-Qwen2", "dart"),
+    ]
