@@ -189,3 +189,27 @@ def test_the_ttft_step_needs_nothing_beyond_a_lent_machine_and_the_device_wheels
         ("LLaVA-Video-7B-Qwen2", "fastervlm"),
         ("LLaVA-Video-7B-Qwen2", "dart"),
     ]
+
+
+def test_a_pruner_that_cannot_be_built_fails_its_part_not_the_check(tmp_path, monkeypatch):
+    from evoprune.harness.benchmarks import ttft
+    from evoprune.harness.benchmarks.parts import Parts
+
+    real_pruner = ttft._pruner
+
+    def no_hydra_for_fastervlm(name, budget):
+        if name == "fastervlm":
+            raise ModuleNotFoundError("No module named 'hydra'")
+        return real_pruner(name, budget)
+
+    monkeypatch.setattr(ttft, "_pruner", no_hydra_for_fastervlm)
+    parts = Parts()
+    assert ttft.check_ttft("tiny", "cpu", ["llava15"], ["eager"], 1, tmp_path, parts=parts) == []
+    assert [(r["part"], r["status"], r["reason"]) for r in parts.records] == [
+        ("LLaVA-1.5-7B: build", "done", ""),
+        (
+            "LLaVA-1.5-7B 1 frame(s) eager: none, fastervlm-64, evoprune-64",
+            "failed",
+            "ModuleNotFoundError: No module named 'hydra'",
+        ),
+    ]

@@ -29,7 +29,7 @@ from evoprune.harness.common.outputs import write_json, write_text
 from evoprune.harness.common.paths import CONFIG_DIR
 from evoprune.harness.common.text_tables import markdown_table
 from evoprune.harness.inference.pipeline import generate
-from evoprune.harness.inference.pruning import build_pruner
+from evoprune.harness.inference.pruning import Pruner, build_pruner
 from evoprune.harness.inference.runtime import WARMUP_NEW_TOKENS, build_runtime, configured_compile
 from evoprune.harness.results.report import GROUPS
 
@@ -69,12 +69,17 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
     Eager: the runs interleaved, as one part of ``parts``; compiled: one part per run. Speedups are Native's (the
     first run's) time ÷ the run's, None where Native did not complete.
     """
-    pruners = [_pruner(name, budget) for name, budget in runs]
+    pruners: dict[int, Pruner] = {}  # built inside the parts: a config that fails to build fails its part
     samples: list[list[dict]] = [[] for _ in runs]
     warmup = [0.0] * len(runs)
 
+    def pruner_of(index: int) -> Pruner:
+        if index not in pruners:
+            pruners[index] = _pruner(*runs[index])
+        return pruners[index]
+
     def one(index: int, warm_up: bool, runtime=None) -> None:
-        pruner = pruners[index]
+        pruner = pruner_of(index)
         pruner.attach(loaded.model)
         try:
             runtime = runtime or build_runtime(runtime_name, COMPILE, pruner, loaded.device)
@@ -96,9 +101,10 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
         return True
 
     def compiled(index: int) -> bool:
-        pruners[index].attach(loaded.model)
-        runtime = build_runtime(runtime_name, COMPILE, pruners[index], loaded.device)
-        pruners[index].detach(loaded.model)
+        pruner = pruner_of(index)
+        pruner.attach(loaded.model)
+        runtime = build_runtime(runtime_name, COMPILE, pruner, loaded.device)
+        pruner.detach(loaded.model)
         for warm_up in [True] * max(1, runtime.warmup_generations) + [False] * repeats:
             one(index, warm_up, runtime)
         return True
