@@ -14,11 +14,13 @@ ABSENT_THERE = ("lmms_eval", "hydra", "omegaconf", "pandas", "datasets", "decord
 IMPORT_NAMES = {"pillow": "PIL", "hydra-core": "hydra"}  # distribution → module, where they differ
 
 
-def blocking(folder, modules) -> dict:
-    """Environment variables under which every Python process started finds ``modules`` unimportable."""
+def run_without(modules, command: list[str], folder) -> subprocess.CompletedProcess:
+    """``command`` run from the repo root, every Python process it starts finding ``modules`` unimportable (a
+    sitecustomize.py written into ``folder``)."""
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({tuple(modules)!r}))\n")
-    return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(folder)}
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(folder)}
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 def device_wheel_modules() -> set[str]:
@@ -32,14 +34,8 @@ def device_wheel_modules() -> set[str]:
 
 def test_device_check_runs_on_tiny_shapes_and_checks_the_fused_importance(tmp_path):
     """Run as on a lent machine: every package it lacks made unimportable (in each Python process started)."""
-    done = subprocess.run(
-        ["bash", "scripts/gpu_check.sh", "--shapes", "tiny", "--device", "cpu", "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=blocking(tmp_path / "blocker", ABSENT_THERE),
-    )
+    command = ["bash", "scripts/gpu_check.sh", "--shapes", "tiny", "--device", "cpu", "--out", str(tmp_path)]
+    done = run_without(ABSENT_THERE, command, tmp_path / "blocker")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
     float32 = [row for row in result["attention"] if row["dtype"] == "float32"]
@@ -170,14 +166,7 @@ def test_the_ttft_step_needs_nothing_beyond_a_lent_machine_and_the_device_wheels
     assert absent == ["lmms_eval", "pandas", "datasets", "av", "scipy", "matplotlib"]
     clip = sample_visual(MODELS["llava_video"], tmp_path)  # with PyAV here; make device-wheels carries it there
     args = ["--shapes", "tiny", "--device", "cpu", "--runtimes", "eager", "--repeats", "1", "--clip", str(clip)]
-    done = subprocess.run(
-        [sys.executable, "scripts/ttft_check.py", *args, "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=blocking(tmp_path / "blocker", absent),
-    )
+    done = run_without(absent, [sys.executable, "scripts/ttft_check.py", *args, "--out", str(tmp_path)], tmp_path / "b")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "ttft_check_cpu_tiny.json").read_text())["rows"]
     assert [(row["model"], row["method"]) for row in rows] == [
