@@ -506,6 +506,20 @@ def test_a_judged_suite_is_another_run_when_the_judge_in_effect_changes(monkeypa
     assert "sk-secret" not in json.dumps(after)  # the key itself never enters the identity
 
 
+def test_the_judge_in_effect_is_the_configured_one_over_the_environments(monkeypatch, tmp_path):
+    for name in JUDGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL_VERSION", "judge-from-env")
+    monkeypatch.setenv("OPENAI_API_URL", "http://env/v1")
+    identity = identity_config(compose_config("benchmark=image", f"output_dir={tmp_path}", "judge.model=configured"))
+    assert identity["judge_in_effect"] == {
+        "api_type": "openai",
+        "api_url": "http://env/v1",  # not configured: the environment's
+        "model": "configured",
+        "api_key": None,
+    }
+
+
 def test_a_suite_without_a_judged_task_ignores_the_judge_environment(monkeypatch, tmp_path):
     for name in JUDGE_ENV:
         monkeypatch.delenv(name, raising=False)

@@ -602,3 +602,10 @@ def test_ttft_section_gives_each_runs_medians_in_ms_and_their_ratio_to_natives(t
     assert lines[2] == "| Native | all | 800.0 | 1.00x | 600.0 | 1.00x |"
     assert lines[3] == "| EvoPrune (Ours) | 64 | 400.0 | 2.00x | 150.0 | 4.00x |"
     assert lines[4].endswith("| 64 | — | — | — | — |") and lines[5] == "| FasterVLM | 64 | — | — | — | — |"
+
+
+def test_ttft_section_without_a_native_run_gives_times_but_no_speedups(tmp_path):
+    fake_run(tmp_path / "evoprune-64", PRUNED_METRICS, {"vqav2_val": ["two"]}, total=1.0, pre_llm=0.2, ttft=(0.4, 0.15))
+    cells = [("none", None, tmp_path / "none-all"), ("evoprune", 64, tmp_path / "evoprune-64")]  # Native never ran
+    lines = ttft_markdown(collect(cells, COLUMNS, "table1")).splitlines()
+    assert lines[2:] == ["| Native | all | — | — | — | — |", "| EvoPrune (Ours) | 64 | 400.0 | — | 150.0 | — |"]

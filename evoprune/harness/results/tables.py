@@ -152,11 +152,11 @@ def collect(cells: list[tuple[str, int | None, Path]], columns: dict, paper_tabl
                     if column in row.values and base["overall"].get(stage):
                         row.values[column] = ours["overall"][stage] / base["overall"][stage]
         scores = {c: v if isinstance(v, float | int) else None for c, v in row.values.items()}
-        native_scores = None
-        if native is not None:
-            native_scores = {c: v if isinstance(v, float | int) else None for c, v in native.values.items()}
         if row.config is not None:
-            result = aggregate(paper_table, scores, native_scores if native and native.config else None)
+            native_scores = None
+            if native is not None and native.config:
+                native_scores = {c: v if isinstance(v, float | int) else None for c, v in native.values.items()}
+            result = aggregate(paper_table, scores, native_scores)
             row.values["Acc."] = MISSING if result.acc is None else result.acc
             row.values["Rel."] = MISSING if result.rel is None else result.rel
         if key in samples and native_key in samples and key != native_key:
@@ -187,14 +187,14 @@ def difference(ours: list[Row], paper: list[Row]) -> list[Row]:
             continue
         values = {}
         for column, value in row.values.items():
-            theirs = None if other is None else other.values.get(column)
+            theirs = other.values.get(column)
             numeric = isinstance(value, float | int) and isinstance(theirs, float | int)
             values[column] = value - theirs if numeric else MISSING
         rows.append(Row(row.method, row.budget, row.label, values=values))
     return rows
 
 
-def format_value(column: str, value, signed: bool = False) -> str:
+def format_value(column: str, value, signed: bool) -> str:
     if not isinstance(value, float | int):
         return str(value)
     sign = "+" if signed else ""
