@@ -18,10 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evoprune.harness.common.errors import DataUnavailableError  # noqa: E402
+from evoprune.harness.common.paths import CONFIG_DIR  # noqa: E402
 from evoprune.harness.data.real_data import TaskData, check_local_data, task_data, unpack_archives  # noqa: E402
 
 BENCHMARKS = {"image": ["image"], "video": ["video"], "all": ["image", "video"]}
@@ -37,7 +37,7 @@ def found_tasks(benchmark: str, root: str | None) -> tuple[Path, list[TaskData]]
     overrides = [] if root is None else [f"data.root={Path(root).resolve()}"]
     found, where = [], None
     for suite in BENCHMARKS[benchmark]:
-        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=[f"benchmark={suite}", *overrides])
         quiet_lmms_eval(cfg.log_level)
         where = data_root(cfg.benchmark)
