@@ -133,8 +133,8 @@ def time_runs(loaded, visual, question: str, runs: list, runtime_name: str, repe
         )
     native = rows[0] if completed[0] else None
     for row in rows:
-        row["encoder_x"] = native and native["vision_encoder_ms"] / row["vision_encoder_ms"]
-        row["model_ttft_x"] = native and native["model_ttft_ms"] / row["model_ttft_ms"]
+        for key, stage in (("encoder_x", "vision_encoder_ms"), ("model_ttft_x", "model_ttft_ms")):
+            row[key] = None if native is None else native[stage] / row[stage]
     return rows
 
 
